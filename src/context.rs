@@ -1,0 +1,430 @@
+//! Device setup in one place: adapter choice, the features and limits actually present, the
+//! pipeline cache, and the hooks that turn device errors and device loss into [`Error`] values.
+//! Every other module reaches wgpu's device-level API through this type, so a wgpu upgrade
+//! touches few files.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// How to choose and configure the device when the library creates it.
+#[derive(Clone, Debug, Default)]
+pub struct ContextOptions {
+    /// Prefer a discrete (high performance) or integrated (low power) adapter.
+    pub power_preference: wgpu::PowerPreference,
+    /// Use at most this many bytes per storage binding even where the device allows more.
+    /// Tests lower it to exercise the paging of large weights; `None` uses the device's limit.
+    pub storage_binding_limit: Option<u64>,
+}
+
+/// Features present on the device that kernels may choose faster variants from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceFeatures {
+    /// `SHADER_F16`: native half-precision arithmetic in shaders.
+    pub shader_f16: bool,
+    /// `SUBGROUP`: subgroup operations in compute shaders.
+    pub subgroup: bool,
+    /// `TIMESTAMP_QUERY`: GPU timestamps for profiling.
+    pub timestamp_query: bool,
+}
+
+/// A compute pipeline and the bind group layout of its one bind group.
+#[derive(Debug)]
+pub struct KernelPipeline {
+    /// The label (`mamba_wgpu.<op>`), also the pipeline cache key.
+    pub label: String,
+    /// The compiled pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// The layout of bind group 0.
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// What one binding of a kernel's bind group holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingKind {
+    /// A uniform buffer (the params struct).
+    Uniform,
+    /// A read-only storage buffer.
+    Storage,
+    /// A read-write storage buffer.
+    StorageRw,
+}
+
+/// A wgpu device and queue with what mamba-wgpu learned about them.
+pub struct GpuContext {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: Option<wgpu::AdapterInfo>,
+    features: DeviceFeatures,
+    limits: wgpu::Limits,
+    storage_binding_limit: u64,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    pipelines: Mutex<HashMap<String, Arc<KernelPipeline>>>,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.adapter_name())
+            .field("features", &self.features)
+            .field("storage_binding_limit", &self.storage_binding_limit)
+            .finish()
+    }
+}
+
+impl GpuContext {
+    /// Creates a device on the default adapter, blocking until it is ready.
+    pub fn new() -> Result<Self> {
+        pollster::block_on(Self::new_async(&ContextOptions::default()))
+    }
+
+    /// Creates a device on the default adapter with the given options, blocking.
+    pub fn with_options(options: &ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new_async(options))
+    }
+
+    /// Creates a device on the default adapter. Requests the optional features that are
+    /// present (f16, subgroups, timestamps) and the adapter's own limits, which are at least
+    /// the WebGPU defaults and usually much higher.
+    pub async fn new_async(options: &ContextOptions) -> Result<Self> {
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: options.power_preference,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let wanted = wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        let required_features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("mamba_wgpu"),
+                required_features,
+                required_limits: adapter.limits(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::RequestDevice(e.to_string()))?;
+        let mut ctx = Self::build(device, queue, Some(adapter.get_info()));
+        ctx.apply(options);
+        Ok(ctx)
+    }
+
+    /// Wraps a device and queue the application already owns (for instance the ones its
+    /// renderer uses). Features and limits are read from the device, not assumed.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self::build(device, queue, None)
+    }
+
+    /// Like [`GpuContext::from_device`], with options (a lower storage binding limit).
+    pub fn from_device_with_options(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: &ContextOptions,
+    ) -> Self {
+        let mut ctx = Self::build(device, queue, None);
+        ctx.apply(options);
+        ctx
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: Option<wgpu::AdapterInfo>) -> Self {
+        let f = device.features();
+        let features = DeviceFeatures {
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroup: f.contains(wgpu::Features::SUBGROUP),
+            timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+        };
+        let limits = device.limits();
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let lost = Arc::new(Mutex::new(None));
+        {
+            let errors = errors.clone();
+            device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+                if let Ok(mut v) = errors.lock() {
+                    v.push(e.to_string());
+                }
+            }));
+        }
+        {
+            let lost = lost.clone();
+            device.set_device_lost_callback(move |reason, msg| {
+                if let Ok(mut l) = lost.lock() {
+                    *l = Some(format!("{reason:?}: {msg}"));
+                }
+            });
+        }
+        let storage_binding_limit =
+            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        Self {
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            storage_binding_limit,
+            errors,
+            lost,
+            pipelines: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn apply(&mut self, options: &ContextOptions) {
+        if let Some(l) = options.storage_binding_limit {
+            // Bindings are sized in whole f32 elements and 256-byte aligned offsets.
+            self.storage_binding_limit = self.storage_binding_limit.min(l.max(256));
+        }
+    }
+
+    /// The device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Optional features present on the device.
+    pub fn features(&self) -> DeviceFeatures {
+        self.features
+    }
+
+    /// The adapter's name, or "application device" when the application handed us its device.
+    pub fn adapter_name(&self) -> String {
+        match &self.info {
+            Some(i) => format!("{} ({:?}, {})", i.name, i.backend, i.driver_info),
+            None => "application device".to_string(),
+        }
+    }
+
+    /// The largest storage binding, in bytes, this context will create.
+    pub fn storage_binding_limit(&self) -> u64 {
+        self.storage_binding_limit
+    }
+
+    /// Fails with the first device error or device loss recorded since the last call.
+    pub fn check(&self) -> Result<()> {
+        if let Some(l) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost(l));
+        }
+        let mut errs = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu("error log poisoned".into()))?;
+        if !errs.is_empty() {
+            let msg = errs.join("; ");
+            errs.clear();
+            return Err(Error::Gpu(msg));
+        }
+        Ok(())
+    }
+
+    /// Blocks until all submitted work has finished, then reports device errors.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.check()
+    }
+
+    /// The pipeline for `label`, compiled from `source` on first use and cached for the
+    /// device's lifetime. `bindings` lists bind group 0 in binding order.
+    pub fn pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        bindings: &[BindingKind],
+    ) -> Result<Arc<KernelPipeline>> {
+        let mut cache = self
+            .pipelines
+            .lock()
+            .map_err(|_| Error::Gpu("pipeline cache poisoned".into()))?;
+        if let Some(p) = cache.get(label) {
+            return Ok(p.clone());
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, k)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: match k {
+                    BindingKind::Uniform => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    BindingKind::Storage | BindingKind::StorageRw => wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: *k == BindingKind::Storage,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                },
+                count: None,
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(label),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: Some(&pl),
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu(format!("building pipeline {label}: {e}")));
+        }
+        let p = Arc::new(KernelPipeline {
+            label: label.to_string(),
+            pipeline,
+            layout,
+        });
+        cache.insert(label.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// Checks that a storage binding of `bytes` fits the device.
+    pub fn check_binding(&self, what: &str, bytes: u64) -> Result<()> {
+        if bytes > self.storage_binding_limit {
+            return Err(Error::LimitExceeded {
+                what: format!("storage binding for {what}"),
+                needed: bytes,
+                limit: self.storage_binding_limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// A zero-filled storage buffer of `len` f32/u32 elements (at least one element: zero-sized
+    /// bindings are invalid), checked against the binding limit.
+    pub fn storage_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let bytes = (len.max(1) * 4) as u64;
+        self.check_binding(label, bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data` (4-byte elements), checked against the binding limit.
+    pub fn storage_buffer_init<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        data: &[T],
+    ) -> Result<wgpu::Buffer> {
+        debug_assert_eq!(std::mem::size_of::<T>(), 4);
+        let buf = self.storage_buffer(label, data.len())?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(buf)
+    }
+
+    /// A uniform buffer holding one params struct.
+    pub fn uniform_buffer<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
+        let size = (std::mem::size_of::<T>() as u64)
+            .max(16)
+            .next_multiple_of(16);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytemuck::bytes_of(params));
+        buf
+    }
+
+    /// Copies `len` 4-byte elements starting at element `offset` of `buffer` back to the CPU,
+    /// waiting for all submitted work first.
+    pub fn read_buffer<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<Vec<T>> {
+        debug_assert_eq!(std::mem::size_of::<T>(), 4);
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("mamba_wgpu.readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, (offset * 4) as u64, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        self.map_read(&staging, len)
+    }
+
+    /// Maps a MAP_READ buffer (after the work that fills it was submitted) and copies out
+    /// its first `len` elements.
+    pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let slice = staging.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu("buffer map callback never ran".into()))?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu(e.to_string()))?;
+            bytemuck::cast_slice::<u8, T>(&view).to_vec()
+        };
+        staging.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,159 @@
+//! The WGSL kernels, one module per shader. Each module owns its WGSL source, a `#[repr(C)]`
+//! params struct mirroring the shader's `struct Params` field for field, the bind group layout
+//! (as a list of [`BindingKind`]s, binding 0 always the params uniform), the pipeline (built
+//! once per device through [`GpuContext::pipeline`]), a typed `bind` that takes named buffers
+//! and returns a [`Dispatch`], and the workgroup geometry. Kernels never create encoders,
+//! submit or map: that is the caller's (a model plan's or a test's) business.
+
+use std::sync::Arc;
+
+use crate::context::{BindingKind, GpuContext, KernelPipeline};
+use crate::error::Result;
+
+pub mod conv1d;
+pub mod conv1d_step;
+pub mod embedding;
+pub mod gemv;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod sample;
+pub mod selective_scan;
+pub mod selective_state_update;
+
+/// The most workgroups one dispatch dimension may have on every WebGPU device.
+pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+/// Splits a 1-D count of workgroups into x and y so that neither passes 65,535. The shader
+/// recovers the linear index as `wg.x + wg.y * num_workgroups.x` and skips indices past the
+/// real count (the fold may round up).
+pub fn fold_workgroups(groups: u32) -> [u32; 3] {
+    if groups <= MAX_GROUPS_PER_DIM {
+        [groups, 1, 1]
+    } else {
+        let y = groups.div_ceil(MAX_GROUPS_PER_DIM);
+        [groups.div_ceil(y), y, 1]
+    }
+}
+
+/// Static facts about one shader, for the validation test and the shader dump example.
+#[derive(Clone, Copy, Debug)]
+pub struct ShaderInfo {
+    /// The pipeline label, `mamba_wgpu.<op>`.
+    pub label: &'static str,
+    /// The WGSL source.
+    pub source: &'static str,
+    /// Bind group 0, in binding order (binding 0 is the params uniform).
+    pub bindings: &'static [BindingKind],
+    /// `size_of` the Rust params struct; must equal the WGSL `Params` size.
+    pub params_size: usize,
+}
+
+/// Every shader the crate builds.
+pub fn all_shaders() -> Vec<ShaderInfo> {
+    vec![
+        rmsnorm::INFO,
+        embedding::INFO,
+        matmul::INFO,
+        gemv::INFO,
+        conv1d::INFO,
+        conv1d_step::INFO,
+        selective_scan::INFO,
+        selective_state_update::INFO,
+        sample::INFO,
+    ]
+}
+
+/// One recorded dispatch: a pipeline, its bind group (created once), the uniform that holds
+/// its params, and its workgroup counts. A plan keeps these and records them every forward.
+#[derive(Debug)]
+pub struct Dispatch {
+    pipeline: Arc<KernelPipeline>,
+    bind_group: wgpu::BindGroup,
+    params: wgpu::Buffer,
+    workgroups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Builds the params uniform and the bind group: binding 0 is `params`, bindings 1.. are
+    /// `buffers` in order, each bound whole.
+    pub fn new<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipeline: &Arc<KernelPipeline>,
+        params: &P,
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+    ) -> Self {
+        let params_buf = ctx.uniform_buffer(&pipeline.label, params);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: params_buf.as_entire_binding(),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&pipeline.label),
+            layout: &pipeline.layout,
+            entries: &entries,
+        });
+        Self {
+            pipeline: pipeline.clone(),
+            bind_group,
+            params: params_buf,
+            workgroups,
+        }
+    }
+
+    /// Rewrites the params and workgroup counts (for a call with another length or batch);
+    /// the write lands before the next submit.
+    pub fn update<P: bytemuck::Pod>(&mut self, ctx: &GpuContext, params: &P, workgroups: [u32; 3]) {
+        ctx.queue()
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(params));
+        self.workgroups = workgroups;
+    }
+
+    /// The pipeline label.
+    pub fn label(&self) -> &str {
+        &self.pipeline.label
+    }
+
+    /// The workgroup counts.
+    pub fn workgroups(&self) -> [u32; 3] {
+        self.workgroups
+    }
+
+    /// Records the dispatch into a compute pass; an empty dispatch is skipped (zero-sized
+    /// dispatches are invalid on some backends).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        if self.workgroups.contains(&0) {
+            return;
+        }
+        pass.set_pipeline(&self.pipeline.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.workgroups[0], self.workgroups[1], self.workgroups[2]);
+    }
+}
+
+/// Records `dispatches` into one encoder and one compute pass, submits once and waits.
+/// For tests and one-off work; models record through their plans.
+pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
+    let mut enc = ctx
+        .device()
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("mamba_wgpu.run"),
+        });
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("mamba_wgpu.run"),
+            timestamp_writes: None,
+        });
+        for d in dispatches {
+            d.encode(&mut pass);
+        }
+    }
+    ctx.queue().submit([enc.finish()]);
+    ctx.wait()
+}

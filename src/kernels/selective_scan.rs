@@ -1,0 +1,121 @@
+//! `selective_scan`: Mamba-1 selective scan over a prompt as a parallel associative scan over time (see the shader header for the math), continuing from and writing the SSM state.
+//! See `shaders/selective_scan.wgsl`; CPU twin in `crate::reference`.
+
+use std::sync::Arc;
+
+use crate::context::{BindingKind, GpuContext, KernelPipeline};
+use crate::error::Result;
+use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
+
+/// Mirrors `struct Params` in `shaders/selective_scan.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SelectiveScanParams {
+    /// Sequences.
+    pub batch: u32,
+    /// Tokens per sequence (rows b·len + t).
+    pub len: u32,
+    /// Channels.
+    pub d_inner: u32,
+    /// States per channel (N).
+    pub d_state: u32,
+    /// Element offset of dt row 0.
+    pub dt_offset: u32,
+    /// Elements between dt rows.
+    pub dt_stride: u32,
+    /// Element offset of B in row 0 of bc (C follows at + d_state).
+    pub bc_offset: u32,
+    /// Elements between bc rows.
+    pub bc_stride: u32,
+    /// Element offset of x row 0.
+    pub x_offset: u32,
+    /// Elements between x rows.
+    pub x_stride: u32,
+    /// Element offset of z row 0 (the gate).
+    pub z_offset: u32,
+    /// Elements between z rows.
+    pub z_stride: u32,
+    /// Elements between y rows.
+    pub y_stride: u32,
+    /// Bit 0: gate y by silu(z). Bit 1: add D·x.
+    pub flags: u32,
+    /// Padding to 16 bytes.
+    pub _pad0: u32,
+    /// Padding to 16 bytes.
+    pub _pad1: u32,
+}
+
+/// The buffers one dispatch reads and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct SelectiveScanBuffers<'a> {
+    /// f32 dt before bias and softplus, rows b·len + t, d_inner columns.
+    pub dt: &'a wgpu::Buffer,
+    /// f32 rows holding B (d_state) then C (d_state).
+    pub bc: &'a wgpu::Buffer,
+    /// f32 conv output, d_inner columns.
+    pub x: &'a wgpu::Buffer,
+    /// f32 gate, d_inner columns.
+    pub z: &'a wgpu::Buffer,
+    /// per-layer constants packed: A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]`.
+    pub ssm: &'a wgpu::Buffer,
+    /// `[batch, d_inner, d_state]` f32 SSM state, read as the initial state and overwritten with the final one.
+    pub state: &'a wgpu::Buffer,
+    /// f32 output rows, d_inner columns.
+    pub y: &'a wgpu::Buffer,
+}
+
+const BINDINGS: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::StorageRw,
+];
+
+/// Static facts about the shader.
+pub const INFO: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.selective_scan",
+    source: include_str!("../../shaders/selective_scan.wgsl"),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<SelectiveScanParams>(),
+};
+
+/// The compiled kernel.
+#[derive(Clone, Debug)]
+pub struct SelectiveScan {
+    pipeline: Arc<KernelPipeline>,
+}
+
+impl SelectiveScan {
+    /// Builds (or fetches from the cache) the pipeline.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
+    }
+
+    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    pub fn workgroups(params: &SelectiveScanParams) -> [u32; 3] {
+        let _ = params;
+        fold_workgroups(1)
+    }
+
+    /// Creates the dispatch (params uniform and bind group).
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &SelectiveScanParams,
+        b: SelectiveScanBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.dt, b.bc, b.x, b.z, b.ssm, b.state, b.y],
+            Self::workgroups(params),
+        )
+    }
+}

@@ -1,0 +1,1 @@
+//! CPU twin of `shaders/conv1d.wgsl` (to be written).

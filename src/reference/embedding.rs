@@ -1,0 +1,1 @@
+//! CPU twin of `shaders/embedding.wgsl` (to be written).

@@ -1,0 +1,1 @@
+//! CPU twin of `shaders/matmul.wgsl` (to be written).

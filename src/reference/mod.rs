@@ -1,0 +1,11 @@
+//! Plain-Rust CPU twins of every kernel: the math in f32, written for clarity, used by the
+//! tests as the specification the shaders are checked against.
+
+pub mod conv1d;
+pub mod embedding;
+pub mod matmul;
+pub mod rmsnorm;
+pub mod sample;
+pub mod selective_scan;
+
+pub use rmsnorm::rmsnorm;

@@ -1,0 +1,1 @@
+//! CPU twin of `shaders/sample.wgsl` (to be written).

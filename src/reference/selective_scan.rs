@@ -1,0 +1,1 @@
+//! CPU twin of `shaders/selective_scan.wgsl` (to be written).

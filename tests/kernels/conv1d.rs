@@ -1,0 +1,1 @@
+//! Tests of the conv1d kernels (to be written).

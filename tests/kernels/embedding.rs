@@ -1,0 +1,1 @@
+//! Tests of the embedding kernels (to be written).

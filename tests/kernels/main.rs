@@ -1,0 +1,11 @@
+//! Every kernel against its CPU twin over awkward shapes. One test binary (one device).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod conv1d;
+mod embedding;
+mod matmul;
+mod rmsnorm;
+mod sample;
+mod selective_scan;

@@ -1,0 +1,1 @@
+//! Tests of the matmul kernels (to be written).

@@ -1,0 +1,1 @@
+//! Tests of the sample kernels (to be written).

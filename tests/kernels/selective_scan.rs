@@ -1,0 +1,1 @@
+//! Tests of the selective_scan kernels (to be written).
