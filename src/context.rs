@@ -164,8 +164,9 @@ impl GpuContext {
                 }
             });
         }
-        let storage_binding_limit =
-            (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let storage_binding_limit = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         Self {
             device,
             queue,

@@ -9,7 +9,12 @@
 pub mod context;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod reference;
+pub mod tensor;
+#[cfg(feature = "tokenizer")]
+pub mod tokenizer;
 
 pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
+pub use model::{Mamba1, Model, Sampling, Session, SessionOptions};

@@ -1,5 +1,8 @@
-//! `embedding`: Embedding gather for one page of the table: `out[t, :] = table[ids[t] - row_start, :]` for the tokens whose id falls in this page's rows (pages let a table larger than one storage binding be gathered with one dispatch per page).
-//! See `shaders/embedding.wgsl`; CPU twin in `crate::reference`.
+//! `embedding`: embedding gather for one page of the table: `out[t, :] = table[ids[t] -
+//! row_start, :]` for the tokens whose id falls in this page's rows; other rows of `out` are
+//! left untouched (pages let a table larger than one storage binding be gathered with one
+//! dispatch per page). The shader copies raw bits, so the gather is exact.
+//! See `shaders/embedding.wgsl`; CPU twin [`crate::reference::embedding::embedding`].
 
 use std::sync::Arc;
 
@@ -32,6 +35,10 @@ pub struct EmbeddingBuffers<'a> {
     pub out: &'a wgpu::Buffer,
 }
 
+/// Columns of one token's row copied per workgroup (64 invocations × 4); must equal `CHUNK`
+/// in the shader.
+pub const COLUMNS_PER_WORKGROUP: u32 = 256;
+
 const BINDINGS: &[BindingKind] = &[
     BindingKind::Uniform,
     BindingKind::Storage,
@@ -61,10 +68,9 @@ impl Embedding {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup per (token, [`COLUMNS_PER_WORKGROUP`] columns), folded.
     pub fn workgroups(params: &EmbeddingParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        fold_workgroups(params.tokens * params.dim.div_ceil(COLUMNS_PER_WORKGROUP))
     }
 
     /// Creates the dispatch (params uniform and bind group).

@@ -1,5 +1,6 @@
 //! `gemv`: the matmul of `matmul` for a few rows (one decode step of a small batch): the same
-//! params and buffers, a reduction-per-output layout instead of tiles.
+//! params and buffers, a reduction-per-output layout instead of tiles. Any m works; w is
+//! streamed once per 4 rows of x, so for many rows `matmul` (once per 64) is the better choice.
 //! See `shaders/gemv.wgsl`; CPU twin in `crate::reference`.
 
 use std::sync::Arc;
@@ -8,6 +9,9 @@ use crate::context::{BindingKind, GpuContext, KernelPipeline};
 use crate::error::Result;
 pub use crate::kernels::matmul::{MatmulBuffers, MatmulParams};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
+
+/// Outputs (rows of w) one workgroup computes (`NR` in the shader).
+pub const OUTPUTS_PER_GROUP: u32 = 8;
 
 const BINDINGS: &[BindingKind] = &[
     BindingKind::Uniform,
@@ -39,10 +43,13 @@ impl Gemv {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup of 64 invocations per [`OUTPUTS_PER_GROUP`] outputs (rows of w),
+    /// folded into (x, y) past 65,535; every row of x is handled inside the group.
     pub fn workgroups(params: &MatmulParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        if params.m == 0 {
+            return [0, 1, 1];
+        }
+        fold_workgroups(params.n.div_ceil(OUTPUTS_PER_GROUP))
     }
 
     /// Creates the dispatch (params uniform and bind group).

@@ -7,6 +7,9 @@ use crate::context::{BindingKind, GpuContext, KernelPipeline};
 use crate::error::Result;
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
+/// Rows and columns of the output tile one workgroup computes (`TILE` in the shader).
+pub const TILE: u32 = 64;
+
 /// Mirrors `struct Params` in `shaders/matmul.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -80,10 +83,15 @@ impl Matmul {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup per 64×64 output tile, `ceil(n / 64) · ceil(m / 64)` in all, N tiles
+    /// fastest (neighbouring groups share the x rows they stage), folded into (x, y) past
+    /// 65,535. The shader recovers the tile from `wg.x + wg.y · num_workgroups.x`.
     pub fn workgroups(params: &MatmulParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        let tiles = params
+            .n
+            .div_ceil(TILE)
+            .saturating_mul(params.m.div_ceil(TILE));
+        fold_workgroups(tiles)
     }
 
     /// Creates the dispatch (params uniform and bind group).

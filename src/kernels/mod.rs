@@ -115,6 +115,12 @@ impl Dispatch {
         self.workgroups = workgroups;
     }
 
+    /// Like [`Dispatch::update`] with the params already as bytes.
+    pub fn update_bytes(&mut self, ctx: &GpuContext, params: &[u8], workgroups: [u32; 3]) {
+        ctx.queue().write_buffer(&self.params, 0, params);
+        self.workgroups = workgroups;
+    }
+
     /// The pipeline label.
     pub fn label(&self) -> &str {
         &self.pipeline.label

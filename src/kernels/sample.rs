@@ -1,50 +1,156 @@
-//! `sample`: Sampling on the GPU, one workgroup per sequence: greedy argmax (lowest index on ties) or seeded sampling with temperature, top-k and top-p; writes the chosen token id so only it is read back, and advances each sequence's step counter (the RNG stream position).
-//! See `shaders/sample.wgsl`; CPU twin in `crate::reference`.
+//! `sample`: token sampling on the GPU, one workgroup per sequence: greedy argmax (lowest index
+//! on ties) or seeded sampling with temperature, top-k and top-p. It writes the chosen token id,
+//! so only that id is read back (or none: a model points `out` at its next-step id buffer), and
+//! advances each sequence's step counter, the position in its random stream.
+//!
+//! The choice is deterministic: the random number is an integer hash of (seed, sequence, step),
+//! the weights come from integer arithmetic and every sum has one fixed order, so the same
+//! logits, settings and step give the same token on every device and in the CPU twin
+//! [`crate::reference::sample`]. See `shaders/sample.wgsl` for the math.
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
-/// Mirrors `struct Params` in `shaders/sample.wgsl`.
+/// Mirrors `struct Params` in `shaders/sample.wgsl`. Build it with [`SamplingConfig::params`],
+/// which also fills `logit_scale`, then move the logits or out slices with
+/// [`SampleParams::with_logits`] and [`SampleParams::with_out`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct SampleParams {
-    /// Sequences.
+    /// Sequences (one workgroup each).
     pub batch: u32,
-    /// Logits per sequence.
+    /// Logits per sequence; at most 2^24 (the kernel counts in f32). 0 writes id 0.
     pub vocab: u32,
     /// Element offset of sequence 0's logits.
     pub logits_offset: u32,
-    /// Elements between sequences' logits.
+    /// Elements between sequences' logits (0: every sequence reads the same row).
     pub logits_stride: u32,
-    /// Softmax temperature; 0 means greedy.
+    /// Softmax temperature. Anything but a positive finite value (0, negative, NaN, infinite)
+    /// means greedy.
     pub temperature: f32,
-    /// Keep the k most likely tokens; 0 keeps all.
+    /// `log2(e) / temperature`, the factor the kernel really uses (`p ∝ 2^((l - max)·scale)`).
+    /// Computed on the CPU because a WGSL division may differ between devices in the last bit.
+    pub logit_scale: f32,
+    /// Keep the `top_k` most likely tokens and every token tied with the last; 0 (or at least
+    /// `vocab`) keeps all.
     pub top_k: u32,
-    /// Keep the smallest set whose probability reaches top_p (1 keeps all).
+    /// Keep the smallest set of most likely tokens whose probability (renormalised over the
+    /// top-k set) reaches `top_p`, with the token that crosses it and its ties; values outside
+    /// (0, 1) keep all.
     pub top_p: f32,
-    /// RNG seed.
-    pub seed: u32,
-    /// Element offset in out for sequence 0.
+    /// Low 32 bits of the RNG seed.
+    pub seed_lo: u32,
+    /// High 32 bits of the RNG seed.
+    pub seed_hi: u32,
+    /// Element offset in `out` of sequence 0's id.
     pub out_offset: u32,
-    /// Elements between sequences in out.
+    /// Elements between sequences' ids in `out`.
     pub out_stride: u32,
-    /// Padding.
-    pub _pad0: u32,
-    /// Padding.
-    pub _pad1: u32,
+}
+
+impl SampleParams {
+    /// The same params reading sequence `b`'s logits at `offset + b·stride` (elements).
+    pub fn with_logits(mut self, offset: u32, stride: u32) -> Self {
+        self.logits_offset = offset;
+        self.logits_stride = stride;
+        self
+    }
+
+    /// The same params writing sequence `b`'s id at `out[offset + b·stride]`.
+    pub fn with_out(mut self, offset: u32, stride: u32) -> Self {
+        self.out_offset = offset;
+        self.out_stride = stride;
+        self
+    }
+}
+
+/// How to choose tokens, checked by [`SamplingConfig::validate`]. The default is greedy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingConfig {
+    /// Softmax temperature: 0 is greedy (argmax, lowest index on ties), larger is more random.
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (and those tied with the last); 0 means all.
+    pub top_k: u32,
+    /// Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches
+    /// `top_p`, in (0, 1]; 1 keeps all.
+    pub top_p: f32,
+    /// Seeds every sequence's random stream; the same seed repeats the same tokens.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// Whether these settings pick the argmax (temperature 0).
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+
+    /// Fails with [`Error::InvalidInput`] for a negative or non-finite temperature, or a
+    /// `top_p` outside (0, 1] (NaN included). Any `top_k` is valid: 0 means all tokens.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "sampling temperature must be finite and at least 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidInput(format!(
+                "sampling top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+
+    /// Params for `batch` sequences of `vocab` logits laid out contiguously (sequence `b` at
+    /// `b·vocab`), writing sequence `b`'s id at `out[b]`; see [`SampleParams::with_logits`] and
+    /// [`SampleParams::with_out`] for other layouts.
+    pub fn params(&self, batch: u32, vocab: u32) -> SampleParams {
+        let sampling = self.temperature > 0.0 && self.temperature.is_finite();
+        SampleParams {
+            batch,
+            vocab,
+            logits_offset: 0,
+            logits_stride: vocab,
+            temperature: if sampling { self.temperature } else { 0.0 },
+            logit_scale: if sampling {
+                std::f32::consts::LOG2_E / self.temperature
+            } else {
+                0.0
+            },
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed_lo: self.seed as u32,
+            seed_hi: (self.seed >> 32) as u32,
+            out_offset: 0,
+            out_stride: 1,
+        }
+    }
 }
 
 /// The buffers one dispatch reads and writes.
 #[derive(Clone, Copy, Debug)]
 pub struct SampleBuffers<'a> {
-    /// f32 logits.
+    /// f32 logits (see [`SampleParams`] for the layout).
     pub logits: &'a wgpu::Buffer,
-    /// `[batch]` u32 per-sequence step counters, incremented each call.
+    /// `[batch]` u32 per-sequence step counters, each incremented by one per dispatch (greedy
+    /// included): the position in the sequence's random stream. Zero them for new sequences.
     pub steps: &'a wgpu::Buffer,
-    /// u32 chosen token ids.
+    /// u32 chosen token ids (see [`SampleParams`] for the layout).
     pub out: &'a wgpu::Buffer,
 }
 
@@ -77,10 +183,9 @@ impl Sample {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup of 256 invocations per sequence.
     pub fn workgroups(params: &SampleParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        fold_workgroups(params.batch)
     }
 
     /// Creates the dispatch (params uniform and bind group).

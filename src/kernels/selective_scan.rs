@@ -1,13 +1,29 @@
-//! `selective_scan`: Mamba-1 selective scan over a prompt as a parallel associative scan over time (see the shader header for the math), continuing from and writing the SSM state.
-//! See `shaders/selective_scan.wgsl`; CPU twin in `crate::reference`.
+//! `selective_scan`: Mamba-1 selective scan over a prompt as a parallel associative scan over
+//! time (see the shader header for the math), continuing from and writing the SSM state.
+//! See `shaders/selective_scan.wgsl`; CPU twin: [`crate::reference::selective_scan`].
+//!
+//! One workgroup of 256 invocations (32 token groups × 8 state lanes) per (sequence, channel);
+//! it walks the prompt in chunks of [`CHUNK_TOKENS`] = 128 tokens (4 consecutive tokens per
+//! invocation, composed sequentially, then a Hillis-Steele scan over the 32 groups in workgroup
+//! memory), carrying the state from chunk to chunk. `d_state` may be at most [`MAX_D_STATE`]:
+//! check configs with [`check_params`] before building a plan.
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
-/// Mirrors `struct Params` in `shaders/selective_scan.wgsl`.
+/// The largest `d_state` the scan and state update kernels handle (the workgroup arrays that
+/// hold A and the carried state for every state of a channel have this many entries).
+pub const MAX_D_STATE: u32 = 256;
+
+/// Tokens per chunk of the scan (the shader's `CHUNK`: 32 groups of 4 tokens).
+pub const CHUNK_TOKENS: u32 = 128;
+
+/// Mirrors `struct Params` in `shaders/selective_scan.wgsl` (and
+/// `shaders/selective_state_update.wgsl`). All offsets and strides count f32 elements; row
+/// `r = b·len + t` of sequence `b`, token `t`; `d` indexes channels, `n` states.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct SelectiveScanParams {
@@ -83,6 +99,21 @@ pub const INFO: ShaderInfo = ShaderInfo {
     params_size: std::mem::size_of::<SelectiveScanParams>(),
 };
 
+/// Fails when `d_state` is 0 or exceeds [`MAX_D_STATE`] (the shaders do not check it).
+pub fn check_params(params: &SelectiveScanParams) -> Result<()> {
+    if params.d_state == 0 {
+        return Err(Error::Shape("selective scan with d_state = 0".into()));
+    }
+    if params.d_state > MAX_D_STATE {
+        return Err(Error::LimitExceeded {
+            what: "selective scan d_state".into(),
+            needed: params.d_state as u64,
+            limit: MAX_D_STATE as u64,
+        });
+    }
+    Ok(())
+}
+
 /// The compiled kernel.
 #[derive(Clone, Debug)]
 pub struct SelectiveScan {
@@ -97,13 +128,17 @@ impl SelectiveScan {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup per (sequence, channel): `batch · d_inner`, folded past 65,535; none
+    /// when `len` is 0 (the state is then left as it is).
     pub fn workgroups(params: &SelectiveScanParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        if params.len == 0 {
+            return [0, 1, 1];
+        }
+        fold_workgroups(params.batch * params.d_inner)
     }
 
-    /// Creates the dispatch (params uniform and bind group).
+    /// Creates the dispatch (params uniform and bind group). `params.d_state` must pass
+    /// [`check_params`].
     pub fn bind(
         &self,
         ctx: &GpuContext,

@@ -1,11 +1,19 @@
-//! `selective_state_update`: Mamba-1 one-token selective state update for decoding: `h = exp(Δ·A)·h + Δ·B·x; y = C·h + D·x; y *= silu(z)` (same params and buffers as `selective_scan` with `len` = 1).
-//! See `shaders/selective_state_update.wgsl`; CPU twin in `crate::reference`.
+//! `selective_state_update`: Mamba-1 one-token selective state update for decoding:
+//! `h = exp(Δ·A)·h + Δ·B·x; y = C·h + D·x; y *= silu(z)` (same params and buffers as
+//! `selective_scan` with `len` = 1). See `shaders/selective_state_update.wgsl`; CPU twin:
+//! [`crate::reference::selective_scan`] with `len` = 1.
+//!
+//! One invocation per (sequence, channel), 64 per workgroup, looping over the states. A `len`
+//! above 1 is walked token by token (correct, but use `selective_scan` for prompts).
+//! `d_state` may be at most [`MAX_D_STATE`]; see [`check_params`].
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
 use crate::error::Result;
-pub use crate::kernels::selective_scan::{SelectiveScanBuffers, SelectiveScanParams};
+pub use crate::kernels::selective_scan::{
+    check_params, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
+};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
 const BINDINGS: &[BindingKind] = &[
@@ -41,13 +49,20 @@ impl SelectiveStateUpdate {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// Invocations per workgroup (the shader's `WG`).
+    pub const WORKGROUP_SIZE: u32 = 64;
+
+    /// `ceil(d_inner / 64)` workgroups per sequence, `batch` of those, folded past 65,535;
+    /// none when `len` is 0.
     pub fn workgroups(params: &SelectiveScanParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        if params.len == 0 {
+            return [0, 1, 1];
+        }
+        fold_workgroups(params.batch * params.d_inner.div_ceil(Self::WORKGROUP_SIZE))
     }
 
-    /// Creates the dispatch (params uniform and bind group).
+    /// Creates the dispatch (params uniform and bind group). `params.d_state` must pass
+    /// [`check_params`].
     pub fn bind(
         &self,
         ctx: &GpuContext,

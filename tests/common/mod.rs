@@ -1,18 +1,23 @@
 //! Shared test support: one device per test binary, upload/readback helpers, seeded data.
 #![allow(dead_code)]
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use mamba_wgpu::GpuContext;
 
 /// The test binary's one device. Fails loudly when there is no adapter: CI installs lavapipe,
 /// so a silent skip would hide a broken setup.
 pub fn ctx() -> &'static GpuContext {
-    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    shared()
+}
+
+/// The same device as an `Arc`, for models.
+pub fn shared() -> &'static Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| {
-        GpuContext::new().unwrap_or_else(|e| {
+        Arc::new(GpuContext::new().unwrap_or_else(|e| {
             panic!("no GPU device for the tests ({e}); on a machine without a GPU install Mesa's lavapipe: apt-get install -y mesa-vulkan-drivers")
-        })
+        }))
     })
 }
 

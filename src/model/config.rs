@@ -1,0 +1,237 @@
+//! Model configs read from a checkpoint's own `config.json`, in both spellings: Hugging Face's
+//! (`MambaConfig`: `hidden_size`, `state_size`, ...) and the original state-spaces one
+//! (`d_model`, `n_layer`, `ssm_cfg`, ...).
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// The dimensions and switches of a Mamba-1 model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mamba1Config {
+    /// Residual stream width (`hidden_size` / `d_model`).
+    pub d_model: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Vocabulary size as the config states it (the embedding may be padded past it).
+    pub vocab_size: usize,
+    /// Embedding rows the state-spaces spelling pads the vocabulary up to a multiple of.
+    pub pad_vocab_size_multiple: usize,
+    /// SSM state size N per channel (`state_size` / `d_state`).
+    pub d_state: usize,
+    /// Causal conv taps (`conv_kernel` / `d_conv`).
+    pub d_conv: usize,
+    /// Inner width (`intermediate_size`, or `expand · d_model`).
+    pub d_inner: usize,
+    /// Rank of the Δ projection (`time_step_rank` / `dt_rank`; "auto" is ceil(d_model / 16)).
+    pub dt_rank: usize,
+    /// RMSNorm epsilon.
+    pub eps: f32,
+    /// in_proj and out_proj have biases.
+    pub use_bias: bool,
+    /// conv1d has a bias.
+    pub use_conv_bias: bool,
+    /// lm_head shares the embedding's weights.
+    pub tie_embeddings: bool,
+    /// End-of-sequence token, where the config names one.
+    pub eos_token_id: Option<u32>,
+}
+
+fn get<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().find_map(|k| v.get(*k).filter(|x| !x.is_null()))
+}
+
+fn err(file: &Path, msg: impl Into<String>) -> Error {
+    Error::Config {
+        file: file.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+fn usize_field(file: &Path, v: &Value, keys: &[&str], default: Option<usize>) -> Result<usize> {
+    match get(v, keys) {
+        Some(x) => x
+            .as_u64()
+            .filter(|&n| n > 0 && n <= (1 << 31))
+            .map(|n| n as usize)
+            .ok_or_else(|| {
+                err(
+                    file,
+                    format!(
+                        "`{}` must be a positive integer below 2^31, got {x}",
+                        keys[0]
+                    ),
+                )
+            }),
+        None => default.ok_or_else(|| err(file, format!("missing `{}`", keys.join("` or `")))),
+    }
+}
+
+fn bool_field(file: &Path, v: &Value, keys: &[&str], default: bool) -> Result<bool> {
+    match get(v, keys) {
+        Some(x) => x.as_bool().ok_or_else(|| {
+            err(
+                file,
+                format!("`{}` must be true or false, got {x}", keys[0]),
+            )
+        }),
+        None => Ok(default),
+    }
+}
+
+/// Which model family a config describes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Mamba-1 (selective scan).
+    Mamba1,
+    /// Mamba-2 (SSD).
+    Mamba2,
+}
+
+/// Tells the family from `model_type`, `architectures` or `ssm_cfg.layer`.
+pub fn family(file: &Path, v: &Value) -> Result<Family> {
+    let model_type = v.get("model_type").and_then(Value::as_str);
+    let arch = v
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(Value::as_str);
+    let layer = v
+        .get("ssm_cfg")
+        .and_then(|s| s.get("layer"))
+        .and_then(Value::as_str);
+    // model_type is authoritative where present; the original spelling has none.
+    match (model_type, arch, layer) {
+        (Some("mamba2"), _, _) => Ok(Family::Mamba2),
+        (Some("mamba"), _, _) => Ok(Family::Mamba1),
+        (Some(t), _, _) => Err(err(file, format!("model_type `{t}` is not a Mamba model"))),
+        (None, Some("Mamba2ForCausalLM"), _) | (None, _, Some("Mamba2")) => Ok(Family::Mamba2),
+        (None, Some("MambaForCausalLM"), _) | (None, _, Some("Mamba1")) => Ok(Family::Mamba1),
+        (None, None, None) if v.get("d_model").is_some() => Ok(Family::Mamba1),
+        _ => Err(err(
+            file,
+            "cannot tell the model family (no model_type, architectures or ssm_cfg.layer)",
+        )),
+    }
+}
+
+/// Reads and parses a config.json file.
+pub fn read_json(file: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+        path: file.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| err(file, format!("not valid JSON: {e}")))
+}
+
+impl Mamba1Config {
+    /// Parses either spelling. `file` names the config in errors.
+    pub fn from_json(file: &Path, v: &Value) -> Result<Self> {
+        if !v.is_object() {
+            return Err(err(file, "the config is not a JSON object"));
+        }
+        let ssm = v.get("ssm_cfg").cloned().unwrap_or(Value::Null);
+        // Fields live at the top level (HF) or under ssm_cfg (state-spaces).
+        let field = |keys: &[&str]| get(v, keys).or_else(|| get(&ssm, keys)).cloned();
+        let d_model = usize_field(file, v, &["hidden_size", "d_model"], None)?;
+        let n_layer = usize_field(file, v, &["num_hidden_layers", "n_layer"], None)?;
+        let vocab_size = usize_field(file, v, &["vocab_size"], None)?;
+        let state_spaces = v.get("d_model").is_some() && v.get("hidden_size").is_none();
+        let pad = if state_spaces {
+            usize_field(file, v, &["pad_vocab_size_multiple"], Some(8))?
+        } else {
+            1
+        };
+        let merged = {
+            let mut m = serde_json::Map::new();
+            for k in [
+                "state_size",
+                "d_state",
+                "conv_kernel",
+                "d_conv",
+                "expand",
+                "intermediate_size",
+                "time_step_rank",
+                "dt_rank",
+                "use_bias",
+                "bias",
+                "use_conv_bias",
+                "conv_bias",
+            ] {
+                if let Some(x) = field(&[k]) {
+                    m.insert(k.to_string(), x);
+                }
+            }
+            Value::Object(m)
+        };
+        let d_state = usize_field(file, &merged, &["state_size", "d_state"], Some(16))?;
+        let d_conv = usize_field(file, &merged, &["conv_kernel", "d_conv"], Some(4))?;
+        let expand = usize_field(file, &merged, &["expand"], Some(2))?;
+        let d_inner = match get(&merged, &["intermediate_size"]) {
+            Some(_) => usize_field(file, &merged, &["intermediate_size"], None)?,
+            None => expand
+                .checked_mul(d_model)
+                .ok_or_else(|| err(file, "expand · d_model overflows"))?,
+        };
+        let dt_rank = match get(&merged, &["time_step_rank", "dt_rank"]) {
+            Some(Value::String(s)) if s == "auto" => d_model.div_ceil(16),
+            Some(_) => usize_field(file, &merged, &["time_step_rank", "dt_rank"], None)?,
+            None => d_model.div_ceil(16),
+        };
+        let eps = match get(v, &["layer_norm_epsilon", "norm_epsilon"]) {
+            Some(x) => x
+                .as_f64()
+                .filter(|e| e.is_finite() && *e >= 0.0)
+                .ok_or_else(|| {
+                    err(
+                        file,
+                        format!("`layer_norm_epsilon` must be a non-negative number, got {x}"),
+                    )
+                })? as f32,
+            None => 1e-5,
+        };
+        if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+            if act != "silu" {
+                return Err(err(
+                    file,
+                    format!("hidden_act `{act}` is not supported (only silu)"),
+                ));
+            }
+        }
+        if state_spaces && !bool_field(file, v, &["rms_norm"], true)? {
+            return Err(err(file, "rms_norm = false (LayerNorm) is not supported"));
+        }
+        let eos_token_id = get(v, &["eos_token_id"])
+            .and_then(Value::as_u64)
+            .and_then(|x| u32::try_from(x).ok());
+        let cfg = Self {
+            d_model,
+            n_layer,
+            vocab_size,
+            pad_vocab_size_multiple: pad,
+            d_state,
+            d_conv,
+            d_inner,
+            dt_rank,
+            eps,
+            use_bias: bool_field(file, &merged, &["use_bias", "bias"], false)?,
+            use_conv_bias: bool_field(file, &merged, &["use_conv_bias", "conv_bias"], true)?,
+            tie_embeddings: bool_field(file, v, &["tie_word_embeddings", "tie_embeddings"], true)?,
+            eos_token_id,
+        };
+        if cfg.d_conv < 2 || cfg.d_conv > 8 {
+            return Err(err(
+                file,
+                format!("conv kernel {} is outside the supported 2..=8", cfg.d_conv),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Embedding rows the checkpoint should have: the vocabulary padded to the multiple.
+    pub fn padded_vocab(&self) -> usize {
+        self.vocab_size
+            .next_multiple_of(self.pad_vocab_size_multiple.max(1))
+    }
+}

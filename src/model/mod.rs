@@ -1,0 +1,66 @@
+//! Models: config parsing, checkpoint loading and the layer stacks, written against the
+//! kernels and plans. [`Model`] picks the family from a checkpoint folder's config.
+
+pub mod checkpoint;
+pub mod config;
+pub mod mamba1;
+pub(crate) mod plan;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+pub use crate::kernels::sample::SamplingConfig as Sampling;
+pub use config::{Family, Mamba1Config};
+pub use mamba1::{Mamba1, Session, SessionOptions};
+
+/// A loaded model of any supported family.
+#[derive(Clone, Debug)]
+pub enum Model {
+    /// Mamba-1.
+    Mamba1(Mamba1),
+}
+
+impl Model {
+    /// Loads a checkpoint folder, choosing the family from its config.json.
+    pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Checkpoint {
+                file: dir.to_path_buf(),
+                tensor: None,
+                msg: "not a checkpoint folder".into(),
+            });
+        }
+        let cfg_path = dir.join("config.json");
+        let v = config::read_json(&cfg_path)?;
+        match config::family(&cfg_path, &v)? {
+            Family::Mamba1 => Ok(Model::Mamba1(Mamba1::load(ctx, dir)?)),
+            Family::Mamba2 => Err(Error::Config {
+                file: cfg_path,
+                msg: "Mamba-2 checkpoints are not supported yet".into(),
+            }),
+        }
+    }
+
+    /// Starts a generation session.
+    pub fn session(&self, options: &SessionOptions) -> Result<Session> {
+        match self {
+            Model::Mamba1(m) => m.session(options),
+        }
+    }
+
+    /// Logits per token (the embedding's rows).
+    pub fn vocab(&self) -> usize {
+        match self {
+            Model::Mamba1(m) => m.vocab(),
+        }
+    }
+
+    /// The end-of-sequence token the config names, if any.
+    pub fn eos_token_id(&self) -> Option<u32> {
+        match self {
+            Model::Mamba1(m) => m.config().eos_token_id,
+        }
+    }
+}

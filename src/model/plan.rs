@@ -1,0 +1,67 @@
+//! Recorded plans: a list of dispatches whose bind groups and buffers were made once, with the
+//! rule that turns a token count into each dispatch's params. A forward writes the params that
+//! changed, records every dispatch into one compute pass and submits once.
+
+use crate::context::GpuContext;
+use crate::kernels::Dispatch;
+
+type ParamsFn = Box<dyn Fn(u32) -> (Vec<u8>, [u32; 3]) + Send + Sync>;
+
+/// One dispatch of a plan and how its params follow the token count.
+pub(crate) struct Step {
+    dispatch: Dispatch,
+    params_for: ParamsFn,
+    current: Option<u32>,
+}
+
+/// A list of steps recorded in order.
+#[derive(Default)]
+pub(crate) struct Plan {
+    steps: Vec<Step>,
+}
+
+impl Plan {
+    /// Adds a dispatch. `params_for(len)` gives the params for `len` tokens per sequence;
+    /// `bind` creates the dispatch from the params for the plan's capacity.
+    pub fn push<P: bytemuck::Pod>(
+        &mut self,
+        capacity: u32,
+        params_for: impl Fn(u32) -> P + Send + Sync + 'static,
+        workgroups: fn(&P) -> [u32; 3],
+        bind: impl FnOnce(&P) -> Dispatch,
+    ) {
+        let dispatch = bind(&params_for(capacity));
+        let f: ParamsFn = Box::new(move |len| {
+            let p = params_for(len);
+            (bytemuck::bytes_of(&p).to_vec(), workgroups(&p))
+        });
+        self.steps.push(Step {
+            dispatch,
+            params_for: f,
+            current: Some(capacity),
+        });
+    }
+
+    /// Rewrites the params of every step whose token count differs from `len`.
+    pub fn set_len(&mut self, ctx: &GpuContext, len: u32) {
+        for s in &mut self.steps {
+            if s.current != Some(len) {
+                let (bytes, wg) = (s.params_for)(len);
+                s.dispatch.update_bytes(ctx, &bytes, wg);
+                s.current = Some(len);
+            }
+        }
+    }
+
+    /// Records every step into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        for s in &self.steps {
+            s.dispatch.encode(pass);
+        }
+    }
+
+    /// Dispatches recorded per forward (empty ones are skipped at record time but counted here).
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+}
