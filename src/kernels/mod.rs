@@ -16,9 +16,15 @@ pub mod embedding;
 pub mod gemv;
 pub mod matmul;
 pub mod rmsnorm;
+pub mod rmsnorm_gated;
 pub mod sample;
 pub mod selective_scan;
 pub mod selective_state_update;
+pub mod ssd_chunk_cumsum;
+pub mod ssd_chunk_scan;
+pub mod ssd_chunk_state;
+pub mod ssd_state_passing;
+pub mod ssd_state_update;
 
 /// The most workgroups one dispatch dimension may have on every WebGPU device.
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
@@ -60,6 +66,12 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         selective_scan::INFO,
         selective_state_update::INFO,
         sample::INFO,
+        rmsnorm_gated::INFO,
+        ssd_chunk_cumsum::INFO,
+        ssd_chunk_state::INFO,
+        ssd_state_passing::INFO,
+        ssd_chunk_scan::INFO,
+        ssd_state_update::INFO,
     ]
 }
 

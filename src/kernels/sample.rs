@@ -93,9 +93,10 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
-    /// Whether these settings pick the argmax (temperature 0).
+    /// Whether these settings pick the argmax: temperature 0 (or, for settings that fail
+    /// [`SamplingConfig::validate`], any temperature that is not positive and finite).
     pub fn is_greedy(&self) -> bool {
-        self.temperature == 0.0
+        !(self.temperature > 0.0 && self.temperature.is_finite())
     }
 
     /// Fails with [`Error::InvalidInput`] for a negative or non-finite temperature, or a
@@ -118,9 +119,11 @@ impl SamplingConfig {
 
     /// Params for `batch` sequences of `vocab` logits laid out contiguously (sequence `b` at
     /// `b·vocab`), writing sequence `b`'s id at `out[b]`; see [`SampleParams::with_logits`] and
-    /// [`SampleParams::with_out`] for other layouts.
+    /// [`SampleParams::with_out`] for other layouts. Nothing is checked here: call
+    /// [`SamplingConfig::validate`] first (a bad temperature gives greedy params, a bad
+    /// `top_p` keeps all tokens).
     pub fn params(&self, batch: u32, vocab: u32) -> SampleParams {
-        let sampling = self.temperature > 0.0 && self.temperature.is_finite();
+        let sampling = !self.is_greedy();
         SampleParams {
             batch,
             vocab,

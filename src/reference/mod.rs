@@ -5,7 +5,10 @@ pub mod conv1d;
 pub mod embedding;
 pub mod matmul;
 pub mod rmsnorm;
+pub mod rmsnorm_gated;
 pub mod sample;
 pub mod selective_scan;
+pub mod ssd;
+pub mod ssd_step;
 
 pub use rmsnorm::rmsnorm;

@@ -9,3 +9,5 @@ mod matmul;
 mod rmsnorm;
 mod sample;
 mod selective_scan;
+mod ssd;
+mod ssd_decode;

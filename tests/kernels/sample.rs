@@ -147,6 +147,18 @@ fn sample_twin_is_right_on_hand_computed_cases() {
     for (i, &t) in twin::EXP2_SIXTEENTHS.iter().enumerate() {
         assert_eq!(t, (31.0 - i as f64 / 16.0).exp2().round() as u32);
     }
+    // ... and the shader holds the same table.
+    let src = mamba_wgpu::kernels::sample::INFO.source;
+    let start = src
+        .find("exp2_sixteenths: array<u32, 16>")
+        .expect("table in the shader");
+    let table = &src[start..start + src[start..].find(");").unwrap()];
+    let shader_table: Vec<u32> = table
+        .split("0x")
+        .skip(1)
+        .map(|h| u32::from_str_radix(&h[..8], 16).unwrap())
+        .collect();
+    assert_eq!(shader_table, twin::EXP2_SIXTEENTHS);
 
     // Greedy: lowest index of the largest, NaN as -inf, -0 == +0.
     let nan = f32::NAN;

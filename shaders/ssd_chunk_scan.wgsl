@@ -1,0 +1,35 @@
+// mamba_wgpu.ssd_chunk_scan: PLACEHOLDER, to be written.
+
+struct Params {
+    batch: u32,
+    len: u32,
+    nheads: u32,
+    head_dim: u32,
+    d_state: u32,
+    ngroups: u32,
+    chunk: u32,
+    x_offset: u32,
+    x_stride: u32,
+    b_offset: u32,
+    c_offset: u32,
+    y_stride: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> xbc: array<f32>;
+@group(0) @binding(2) var<storage, read> dt: array<f32>;
+@group(0) @binding(3) var<storage, read> dacs: array<f32>;
+@group(0) @binding(4) var<storage, read> states: array<f32>;
+@group(0) @binding(5) var<storage, read> heads: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    _ = params;
+    _ = &xbc;
+    _ = &dt;
+    _ = &dacs;
+    _ = &states;
+    _ = &heads;
+    _ = &y;
+}

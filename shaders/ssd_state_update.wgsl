@@ -1,0 +1,37 @@
+// mamba_wgpu.ssd_state_update: PLACEHOLDER, to be written.
+
+struct Params {
+    batch: u32,
+    nheads: u32,
+    head_dim: u32,
+    d_state: u32,
+    ngroups: u32,
+    x_offset: u32,
+    x_stride: u32,
+    b_offset: u32,
+    c_offset: u32,
+    dt_offset: u32,
+    dt_stride: u32,
+    y_stride: u32,
+    dt_min: f32,
+    dt_max: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> xbc: array<f32>;
+@group(0) @binding(2) var<storage, read> dt_raw: array<f32>;
+@group(0) @binding(3) var<storage, read> heads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    _ = params;
+    _ = &xbc;
+    _ = &dt_raw;
+    _ = &heads;
+    _ = &state;
+    _ = &y;
+}

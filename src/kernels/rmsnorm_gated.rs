@@ -1,0 +1,83 @@
+//! `rmsnorm_gated`: Mamba-2's gated RMSNorm, normalised per group of `group` columns: with norm_before_gate = 0 (the Mamba-2 default) out = rmsnorm_group(y · silu(z)) · weight; with 1, out = rmsnorm_group(y) · weight · silu(z).
+//! See `shaders/rmsnorm_gated.wgsl`; CPU twin in `crate::reference`.
+
+use std::sync::Arc;
+
+use crate::context::{BindingKind, GpuContext, KernelPipeline};
+use crate::error::Result;
+use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
+
+/// Mirrors `struct Params` in `shaders/rmsnorm_gated.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct RmsnormGatedParams {
+    /// Rows (tokens).
+    pub rows: u32,
+    /// Columns (d_inner).
+    pub cols: u32,
+    /// Columns per normalised group (d_inner / n_groups).
+    pub group: u32,
+    /// Epsilon inside the square root.
+    pub eps: f32,
+    /// Element offset of z in row 0 of the z buffer.
+    pub z_offset: u32,
+    /// Elements between rows of z.
+    pub z_stride: u32,
+    /// 1: normalise, then gate.
+    pub norm_before_gate: u32,
+    /// Padding.
+    pub _pad0: u32,
+}
+
+/// The buffers one dispatch reads and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct RmsnormGatedBuffers<'a> {
+    /// `[rows, cols]` f32.
+    pub y: &'a wgpu::Buffer,
+    /// f32 gate rows.
+    pub z: &'a wgpu::Buffer,
+    /// `[cols]` f32.
+    pub weight: &'a wgpu::Buffer,
+    /// `[rows, cols]` f32.
+    pub out: &'a wgpu::Buffer,
+}
+
+const BINDINGS: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+];
+
+/// Static facts about the shader.
+pub const INFO: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.rmsnorm_gated",
+    source: include_str!("../../shaders/rmsnorm_gated.wgsl"),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<RmsnormGatedParams>(),
+};
+
+/// The compiled kernel.
+#[derive(Clone, Debug)]
+pub struct RmsnormGated {
+    pipeline: Arc<KernelPipeline>,
+}
+
+impl RmsnormGated {
+    /// Builds (or fetches from the cache) the pipeline.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+    }
+
+    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    pub fn workgroups(params: &RmsnormGatedParams) -> [u32; 3] {
+        let _ = params;
+        fold_workgroups(1)
+    }
+
+    /// Creates the dispatch (params uniform and bind group).
+    pub fn bind(&self, ctx: &GpuContext, params: &RmsnormGatedParams, b: RmsnormGatedBuffers<'_>) -> Dispatch {
+        Dispatch::new(ctx, &self.pipeline, params, &[b.y, b.z, b.weight, b.out], Self::workgroups(params))
+    }
+}

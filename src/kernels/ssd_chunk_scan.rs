@@ -1,0 +1,97 @@
+//! `ssd_chunk_scan`: Mamba-2 SSD steps 4-5: y_t[p] = Σ_{s≤t in chunk} (C_t·B_s)·exp(dacs_t − dacs_s)·dt_s·x_s[p] + exp(dacs_t)·Σ_n C_t[n]·S'_c[p, n] + D[h]·x_t[p] (exponents clamped at 0).
+//! See `shaders/ssd_chunk_scan.wgsl`; CPU twin in `crate::reference`.
+
+use std::sync::Arc;
+
+use crate::context::{BindingKind, GpuContext, KernelPipeline};
+use crate::error::Result;
+use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
+
+/// Mirrors `struct Params` in `shaders/ssd_chunk_scan.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct SsdChunkScanParams {
+    /// Sequences.
+    pub batch: u32,
+    /// Tokens per sequence.
+    pub len: u32,
+    /// H.
+    pub nheads: u32,
+    /// P.
+    pub head_dim: u32,
+    /// N.
+    pub d_state: u32,
+    /// G.
+    pub ngroups: u32,
+    /// Q.
+    pub chunk: u32,
+    /// Element offset of x in row 0 of xbc.
+    pub x_offset: u32,
+    /// Elements between rows of xbc.
+    pub x_stride: u32,
+    /// Element offset of B in row 0 of xbc.
+    pub b_offset: u32,
+    /// Element offset of C in row 0 of xbc.
+    pub c_offset: u32,
+    /// Elements between rows of y (y[row, h·P + p]).
+    pub y_stride: u32,
+}
+
+/// The buffers one dispatch reads and writes.
+#[derive(Clone, Copy, Debug)]
+pub struct SsdChunkScanBuffers<'a> {
+    /// f32 conv output rows holding x, B, C.
+    pub xbc: &'a wgpu::Buffer,
+    /// `[batch, H, len]` processed dt.
+    pub dt: &'a wgpu::Buffer,
+    /// `[batch, H, len]` chunk cumsum of dt·A.
+    pub dacs: &'a wgpu::Buffer,
+    /// `[batch, nchunks, H, P, N]` states entering each chunk.
+    pub states: &'a wgpu::Buffer,
+    /// per-head constants packed: A_log `[H]`, D `[H]`, dt_bias `[H]`.
+    pub heads: &'a wgpu::Buffer,
+    /// f32 output rows, `[H, P]` each.
+    pub y: &'a wgpu::Buffer,
+}
+
+const BINDINGS: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+];
+
+/// Static facts about the shader.
+pub const INFO: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.ssd_chunk_scan",
+    source: include_str!("../../shaders/ssd_chunk_scan.wgsl"),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<SsdChunkScanParams>(),
+};
+
+/// The compiled kernel.
+#[derive(Clone, Debug)]
+pub struct SsdChunkScan {
+    pipeline: Arc<KernelPipeline>,
+}
+
+impl SsdChunkScan {
+    /// Builds (or fetches from the cache) the pipeline.
+    pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+    }
+
+    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    pub fn workgroups(params: &SsdChunkScanParams) -> [u32; 3] {
+        let _ = params;
+        fold_workgroups(1)
+    }
+
+    /// Creates the dispatch (params uniform and bind group).
+    pub fn bind(&self, ctx: &GpuContext, params: &SsdChunkScanParams, b: SsdChunkScanBuffers<'_>) -> Dispatch {
+        Dispatch::new(ctx, &self.pipeline, params, &[b.xbc, b.dt, b.dacs, b.states, b.heads, b.y], Self::workgroups(params))
+    }
+}

@@ -1,0 +1,1 @@
+//! CPU twin of `shaders/rmsnorm_gated.wgsl` (to be written).

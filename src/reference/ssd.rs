@@ -1,0 +1,1 @@
+//! CPU twins of the Mamba-2 SSD kernels (to be written).

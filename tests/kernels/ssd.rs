@@ -1,0 +1,1 @@
+//! Tests of the SSD prefill kernels (to be written).

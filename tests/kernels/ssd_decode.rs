@@ -1,0 +1,1 @@
+//! Tests of the SSD decode kernel and the gated RMSNorm (to be written).
