@@ -1,4 +1,19 @@
-// mamba_wgpu.rmsnorm_gated: PLACEHOLDER, to be written.
+// mamba_wgpu.rmsnorm_gated: Mamba-2's gated RMSNorm, normalised per group of columns.
+//
+// Bindings: 0 params (uniform); 1 y f32 [rows, cols] (read);
+//           2 z f32 gate rows at z[z_offset + r*z_stride + c] (read; a column slice of in_proj);
+//           3 weight f32 [cols]; 4 out f32 [rows, cols] (read_write: also the kernel's scratch).
+//           cols = group * n_groups; group k of a row is columns k*group .. (k+1)*group.
+// Params:   8 x 4 bytes, mirrored by `RmsnormGatedParams` in src/kernels/rmsnorm_gated.rs.
+// Geometry: one workgroup of 256 invocations per (row, group), rows * (cols / group) workgroups
+//           folded into (x, y); invocations stride over the group's columns.
+// Math:     silu(v) = v / (1 + exp(-v)), g = y * silu(z);
+//           norm_before_gate = 0 (Mamba-2's default): out = g / sqrt(mean_group(g^2) + eps) * weight
+//           norm_before_gate = 1:                     out = g / sqrt(mean_group(y^2) + eps) * weight
+//           (the second is y / rms(y) * weight * silu(z) with the gate multiplied first).
+// The first pass writes g to `out` and the second scales it in place, so y and z are read once
+// (storage loads are the slow part on CPU implementations); each invocation rereads only the
+// elements it wrote itself, which needs no barrier.
 
 struct Params {
     rows: u32,
@@ -17,11 +32,62 @@ struct Params {
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    _ = params;
-    _ = &y;
-    _ = &z;
-    _ = &weight;
-    _ = &out;
+const WG: u32 = 256u;
+const PARTS: u32 = 16u;
+
+// (256 + 16) * 4 = 1,088 bytes of workgroup memory.
+var<workgroup> partial: array<f32, WG>;
+var<workgroup> partial16: array<f32, PARTS>;
+
+// v * sigmoid(v) with exp of a non-positive argument only, so large |v| never overflows.
+fn silu(v: f32) -> f32 {
+    let e = exp(-abs(v));
+    let sig = select(e / (1.0 + e), 1.0 / (1.0 + e), v >= 0.0);
+    return v * sig;
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let group = params.group;
+    let groups = params.cols / group;
+    let index = wg.x + wg.y * nwg.x;
+    // `index` is uniform across the workgroup, so returning here keeps the barriers uniform.
+    if (index >= params.rows * groups) {
+        return;
+    }
+    let r = index / groups;
+    let c0 = (index % groups) * group;
+    let base = r * params.cols + c0;
+    let z_base = params.z_offset + r * params.z_stride + c0;
+    let before = params.norm_before_gate != 0u;
+
+    var sum = 0.0;
+    for (var i = lid; i < group; i += WG) {
+        let yv = y[base + i];
+        let g = yv * silu(z[z_base + i]);
+        out[base + i] = g;
+        let m = select(g, yv, before);
+        sum += m * m;
+    }
+    // Two-level sum (16 invocations add 16 partials each, then every invocation adds the 16):
+    // two barriers instead of an eight-step tree.
+    partial[lid] = sum;
+    workgroupBarrier();
+    if (lid < PARTS) {
+        var s = 0.0;
+        for (var j = 0u; j < WG / PARTS; j++) {
+            s += partial[lid * (WG / PARTS) + j];
+        }
+        partial16[lid] = s;
+    }
+    workgroupBarrier();
+    var total = 0.0;
+    for (var j = 0u; j < PARTS; j++) {
+        total += partial16[j];
+    }
+    let inv = inverseSqrt(total / f32(group) + params.eps);
+    for (var i = lid; i < group; i += WG) {
+        out[base + i] = out[base + i] * inv * weight[c0 + i];
+    }
 }

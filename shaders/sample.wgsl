@@ -177,7 +177,7 @@ fn weight(key: u32, l: f32) -> f32 {
         return 0.0;
     }
     // l < max, so y ≤ 0; -y·2^20 is exact (a power of two) and its truncation is q.
-    let y = clamp((l - row_max) * params.logit_scale * 1.000001, -126.0, 0.0);
+    let y = clamp((l - row_max) * params.logit_scale, -126.0, 0.0);
     return exp2_fixed(u32(-y * 1048576.0));
 }
 

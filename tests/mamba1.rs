@@ -335,3 +335,66 @@ fn sampling_is_seeded_and_stays_in_the_vocabulary() {
     assert_ne!(a, run(8), "another seed, other tokens");
     assert!(a.iter().all(|&t| (t as usize) < m.vocab()));
 }
+
+#[test]
+fn runs_on_a_device_the_application_owns() {
+    // The application creates its own device and queue (as a renderer would) and hands them over.
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter =
+        pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&Default::default())).expect("device");
+    let ctx = Arc::new(GpuContext::from_device(device.clone(), queue));
+    let m = Mamba1::load(ctx, &fixture_dir("odd_sizes")).unwrap();
+    let c = &cases("odd_sizes")[1];
+    let mut s = m
+        .session(&SessionOptions {
+            all_logits: true,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_logits(
+        "application device",
+        &s.logits(&refs(c)).unwrap(),
+        &c.logits,
+    );
+    // The application's device keeps working for its own purposes.
+    let buf = device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 16,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    drop(buf);
+}
+
+#[test]
+fn models_and_sessions_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Mamba1>();
+    send_sync::<mamba_wgpu::Session>();
+    send_sync::<GpuContext>();
+    let m = load("tiny_tied");
+    let c = cases("tiny_tied")
+        .into_iter()
+        .find(|c| c.len == 37 && c.batch == 1)
+        .unwrap();
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let m = m.clone();
+            let ids = c.ids[0].clone();
+            std::thread::spawn(move || {
+                let mut s = m.session(&SessionOptions::default()).unwrap();
+                let mut out = vec![s.prefill(&[&ids]).unwrap()[0]];
+                for _ in 1..8 {
+                    out.push(s.decode().unwrap()[0]);
+                }
+                out
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), c.greedy[0]);
+    }
+}

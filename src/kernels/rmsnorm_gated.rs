@@ -1,10 +1,15 @@
-//! `rmsnorm_gated`: Mamba-2's gated RMSNorm, normalised per group of `group` columns: with norm_before_gate = 0 (the Mamba-2 default) out = rmsnorm_group(y · silu(z)) · weight; with 1, out = rmsnorm_group(y) · weight · silu(z).
-//! See `shaders/rmsnorm_gated.wgsl`; CPU twin in `crate::reference`.
+//! `rmsnorm_gated`: Mamba-2's gated RMSNorm, normalised per group of `group` columns: with
+//! `norm_before_gate` = 0 (the Mamba-2 default) `out = rmsnorm_group(y · silu(z)) · weight`;
+//! with 1, `out = rmsnorm_group(y) · weight · silu(z)`.
+//! See `shaders/rmsnorm_gated.wgsl`; CPU twin: [`crate::reference::rmsnorm_gated::rmsnorm_gated`].
+//!
+//! One workgroup of 256 invocations per (row, group). `group` must be positive and divide
+//! `cols`: check with [`check_params`].
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
 /// Mirrors `struct Params` in `shaders/rmsnorm_gated.wgsl`.
@@ -23,10 +28,21 @@ pub struct RmsnormGatedParams {
     pub z_offset: u32,
     /// Elements between rows of z.
     pub z_stride: u32,
-    /// 1: normalise, then gate.
+    /// 1: normalise `y`, then gate; 0 (Mamba-2's default): gate, then normalise.
     pub norm_before_gate: u32,
     /// Padding.
     pub _pad0: u32,
+}
+
+/// Fails when `group` is 0 or does not divide `cols` (the shader checks neither).
+pub fn check_params(params: &RmsnormGatedParams) -> Result<()> {
+    if params.group == 0 || params.cols % params.group != 0 {
+        return Err(Error::Shape(format!(
+            "rmsnorm_gated: group {} does not divide cols {}",
+            params.group, params.cols
+        )));
+    }
+    Ok(())
 }
 
 /// The buffers one dispatch reads and writes.
@@ -67,17 +83,33 @@ pub struct RmsnormGated {
 impl RmsnormGated {
     /// Builds (or fetches from the cache) the pipeline.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// Invocations per workgroup (the shader's `WG`).
+    pub const WORKGROUP_SIZE: u32 = 256;
+
+    /// One workgroup per (row, group): `rows · cols / group`, folded past 65,535.
     pub fn workgroups(params: &RmsnormGatedParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        fold_workgroups(params.rows * params.cols.checked_div(params.group).unwrap_or(0))
     }
 
-    /// Creates the dispatch (params uniform and bind group).
-    pub fn bind(&self, ctx: &GpuContext, params: &RmsnormGatedParams, b: RmsnormGatedBuffers<'_>) -> Dispatch {
-        Dispatch::new(ctx, &self.pipeline, params, &[b.y, b.z, b.weight, b.out], Self::workgroups(params))
+    /// Creates the dispatch (params uniform and bind group). `params` must pass
+    /// [`check_params`].
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &RmsnormGatedParams,
+        b: RmsnormGatedBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.y, b.z, b.weight, b.out],
+            Self::workgroups(params),
+        )
     }
 }

@@ -67,7 +67,9 @@ pub struct SsdChunkCumsum {
 impl SsdChunkCumsum {
     /// Builds (or fetches from the cache) the pipeline.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
     }
 
     /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
@@ -77,7 +79,18 @@ impl SsdChunkCumsum {
     }
 
     /// Creates the dispatch (params uniform and bind group).
-    pub fn bind(&self, ctx: &GpuContext, params: &SsdChunkCumsumParams, b: SsdChunkCumsumBuffers<'_>) -> Dispatch {
-        Dispatch::new(ctx, &self.pipeline, params, &[b.dt_raw, b.heads, b.dt, b.dacs], Self::workgroups(params))
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &SsdChunkCumsumParams,
+        b: SsdChunkCumsumBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.dt_raw, b.heads, b.dt, b.dacs],
+            Self::workgroups(params),
+        )
     }
 }

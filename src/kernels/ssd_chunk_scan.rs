@@ -81,7 +81,9 @@ pub struct SsdChunkScan {
 impl SsdChunkScan {
     /// Builds (or fetches from the cache) the pipeline.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
     }
 
     /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
@@ -91,7 +93,18 @@ impl SsdChunkScan {
     }
 
     /// Creates the dispatch (params uniform and bind group).
-    pub fn bind(&self, ctx: &GpuContext, params: &SsdChunkScanParams, b: SsdChunkScanBuffers<'_>) -> Dispatch {
-        Dispatch::new(ctx, &self.pipeline, params, &[b.xbc, b.dt, b.dacs, b.states, b.heads, b.y], Self::workgroups(params))
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &SsdChunkScanParams,
+        b: SsdChunkScanBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.xbc, b.dt, b.dacs, b.states, b.heads, b.y],
+            Self::workgroups(params),
+        )
     }
 }

@@ -75,7 +75,9 @@ pub struct SsdChunkState {
 impl SsdChunkState {
     /// Builds (or fetches from the cache) the pipeline.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
     }
 
     /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
@@ -85,7 +87,18 @@ impl SsdChunkState {
     }
 
     /// Creates the dispatch (params uniform and bind group).
-    pub fn bind(&self, ctx: &GpuContext, params: &SsdChunkStateParams, b: SsdChunkStateBuffers<'_>) -> Dispatch {
-        Dispatch::new(ctx, &self.pipeline, params, &[b.xbc, b.dt, b.dacs, b.states], Self::workgroups(params))
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &SsdChunkStateParams,
+        b: SsdChunkStateBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.xbc, b.dt, b.dacs, b.states],
+            Self::workgroups(params),
+        )
     }
 }

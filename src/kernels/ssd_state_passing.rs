@@ -64,7 +64,9 @@ pub struct SsdStatePassing {
 impl SsdStatePassing {
     /// Builds (or fetches from the cache) the pipeline.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
     }
 
     /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
@@ -74,7 +76,18 @@ impl SsdStatePassing {
     }
 
     /// Creates the dispatch (params uniform and bind group).
-    pub fn bind(&self, ctx: &GpuContext, params: &SsdStatePassingParams, b: SsdStatePassingBuffers<'_>) -> Dispatch {
-        Dispatch::new(ctx, &self.pipeline, params, &[b.dacs, b.states, b.state], Self::workgroups(params))
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &SsdStatePassingParams,
+        b: SsdStatePassingBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.dacs, b.states, b.state],
+            Self::workgroups(params),
+        )
     }
 }

@@ -1,10 +1,16 @@
-//! `ssd_state_update`: Mamba-2 one-token state update for decoding, per (sequence, head, p): dt = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max); h[p, n] = exp(dt·A)·h[p, n] + dt·x[p]·B[n]; y[p] = Σ_n C[n]·h[p, n] + D·x[p].
-//! See `shaders/ssd_state_update.wgsl`; CPU twin in `crate::reference`.
+//! `ssd_state_update`: Mamba-2 one-token state update for decoding, per (sequence, head, p):
+//! `dt = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max)`;
+//! `h[p, n] = exp(dt·A)·h[p, n] + dt·x[p]·B[n]`; `y[p] = Σ_n C[n]·h[p, n] + D·x[p]`.
+//! See `shaders/ssd_state_update.wgsl`; CPU twin: [`crate::reference::ssd_step::ssd_state_update`].
+//!
+//! Workgroups of 256 invocations (8 channel rows × 32 state lanes), one per (sequence, head,
+//! tile of 16 channels p); each state element is read and written once. `d_state` may be at
+//! most [`MAX_D_STATE`] and `nheads` a multiple of `ngroups`: check with [`check_params`].
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
 /// Mirrors `struct Params` in `shaders/ssd_state_update.wgsl`.
@@ -43,6 +49,37 @@ pub struct SsdStateUpdateParams {
     pub _pad0: u32,
     /// Padding.
     pub _pad1: u32,
+}
+
+/// The largest `d_state` the kernel handles (the workgroup arrays holding B and C).
+pub const MAX_D_STATE: u32 = 256;
+
+/// Head channels `p` per workgroup (the shader's `TILE_P`).
+pub const TILE_P: u32 = 16;
+
+/// Fails when a dimension is 0, `d_state` exceeds [`MAX_D_STATE`] or `nheads` is not a
+/// multiple of `ngroups` (the shader checks none of these).
+pub fn check_params(params: &SsdStateUpdateParams) -> Result<()> {
+    if params.nheads == 0 || params.head_dim == 0 || params.d_state == 0 || params.ngroups == 0 {
+        return Err(Error::Shape(format!(
+            "ssd_state_update with a zero dimension: nheads {}, head_dim {}, d_state {}, ngroups {}",
+            params.nheads, params.head_dim, params.d_state, params.ngroups
+        )));
+    }
+    if params.nheads % params.ngroups != 0 {
+        return Err(Error::Shape(format!(
+            "ssd_state_update: nheads {} is not a multiple of ngroups {}",
+            params.nheads, params.ngroups
+        )));
+    }
+    if params.d_state > MAX_D_STATE {
+        return Err(Error::LimitExceeded {
+            what: "ssd_state_update d_state".into(),
+            needed: params.d_state as u64,
+            limit: MAX_D_STATE as u64,
+        });
+    }
+    Ok(())
 }
 
 /// The buffers one dispatch reads and writes.
@@ -86,17 +123,33 @@ pub struct SsdStateUpdate {
 impl SsdStateUpdate {
     /// Builds (or fetches from the cache) the pipeline.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self { pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)? })
+        Ok(Self {
+            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// Invocations per workgroup (the shader's `WG`).
+    pub const WORKGROUP_SIZE: u32 = 256;
+
+    /// `batch · nheads · ceil(head_dim / 16)` workgroups, folded past 65,535.
     pub fn workgroups(params: &SsdStateUpdateParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        fold_workgroups(params.batch * params.nheads * params.head_dim.div_ceil(TILE_P))
     }
 
-    /// Creates the dispatch (params uniform and bind group).
-    pub fn bind(&self, ctx: &GpuContext, params: &SsdStateUpdateParams, b: SsdStateUpdateBuffers<'_>) -> Dispatch {
-        Dispatch::new(ctx, &self.pipeline, params, &[b.xbc, b.dt_raw, b.heads, b.state, b.y], Self::workgroups(params))
+    /// Creates the dispatch (params uniform and bind group). `params` must pass
+    /// [`check_params`].
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &SsdStateUpdateParams,
+        b: SsdStateUpdateBuffers<'_>,
+    ) -> Dispatch {
+        Dispatch::new(
+            ctx,
+            &self.pipeline,
+            params,
+            &[b.xbc, b.dt_raw, b.heads, b.state, b.y],
+            Self::workgroups(params),
+        )
     }
 }

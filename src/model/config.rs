@@ -229,6 +229,34 @@ impl Mamba1Config {
         Ok(cfg)
     }
 
+    /// The dimensions of a published Mamba-1 checkpoint (`mamba-130m`, `mamba-370m`,
+    /// `mamba-790m`, `mamba-1.4b`, `mamba-2.8b`), for benches with random weights.
+    pub fn preset(name: &str) -> Option<Self> {
+        let (d_model, n_layer) = match name {
+            "mamba-130m" => (768, 24),
+            "mamba-370m" => (1024, 48),
+            "mamba-790m" => (1536, 48),
+            "mamba-1.4b" => (2048, 48),
+            "mamba-2.8b" => (2560, 64),
+            _ => return None,
+        };
+        Some(Self {
+            d_model,
+            n_layer,
+            vocab_size: 50277,
+            pad_vocab_size_multiple: 8,
+            d_state: 16,
+            d_conv: 4,
+            d_inner: 2 * d_model,
+            dt_rank: d_model.div_ceil(16),
+            eps: 1e-5,
+            use_bias: false,
+            use_conv_bias: true,
+            tie_embeddings: true,
+            eos_token_id: Some(0),
+        })
+    }
+
     /// Embedding rows the checkpoint should have: the vocabulary padded to the multiple.
     pub fn padded_vocab(&self) -> usize {
         self.vocab_size

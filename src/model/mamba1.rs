@@ -14,6 +14,7 @@
 //! ```
 //! then `logits = rmsnorm(hidden + mix) · norm_f · lm_headᵀ`.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::kernels::selective_state_update::SelectiveStateUpdate;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
 use crate::model::plan::Plan;
+use crate::model::weights::{RandomWeights, WeightSource};
 use crate::model::Sampling;
 use crate::tensor::{GpuTensor, PagedMatrix};
 
@@ -92,7 +94,7 @@ impl std::fmt::Debug for Mamba1 {
 }
 
 fn opt_bias(
-    ck: &Checkpoint,
+    ck: &dyn WeightSource,
     ctx: &GpuContext,
     name: &str,
     n: usize,
@@ -122,7 +124,7 @@ impl Mamba1 {
     pub fn from_checkpoint(
         ctx: Arc<GpuContext>,
         cfg: Mamba1Config,
-        ck: &Checkpoint,
+        ck: &dyn WeightSource,
     ) -> Result<Self> {
         let (d, e, n, r, k) = (
             cfg.d_model,
@@ -237,6 +239,53 @@ impl Mamba1 {
                 weight_bytes: bytes,
             }),
         })
+    }
+
+    /// The names and shapes of every tensor a checkpoint of `cfg` holds (HF spelling).
+    pub fn tensor_shapes(cfg: &Mamba1Config) -> HashMap<String, Vec<usize>> {
+        let (d, e, n, r, k) = (
+            cfg.d_model,
+            cfg.d_inner,
+            cfg.d_state,
+            cfg.dt_rank,
+            cfg.d_conv,
+        );
+        let mut t = HashMap::new();
+        t.insert(
+            "backbone.embeddings.weight".to_string(),
+            vec![cfg.padded_vocab(), d],
+        );
+        t.insert("backbone.norm_f.weight".to_string(), vec![d]);
+        if !cfg.tie_embeddings {
+            t.insert("lm_head.weight".to_string(), vec![cfg.padded_vocab(), d]);
+        }
+        for i in 0..cfg.n_layer {
+            let m = format!("backbone.layers.{i}.mixer.");
+            t.insert(format!("backbone.layers.{i}.norm.weight"), vec![d]);
+            t.insert(format!("{m}in_proj.weight"), vec![2 * e, d]);
+            t.insert(format!("{m}conv1d.weight"), vec![e, 1, k]);
+            t.insert(format!("{m}x_proj.weight"), vec![r + 2 * n, e]);
+            t.insert(format!("{m}dt_proj.weight"), vec![e, r]);
+            t.insert(format!("{m}dt_proj.bias"), vec![e]);
+            t.insert(format!("{m}A_log"), vec![e, n]);
+            t.insert(format!("{m}D"), vec![e]);
+            t.insert(format!("{m}out_proj.weight"), vec![d, e]);
+            if cfg.use_conv_bias {
+                t.insert(format!("{m}conv1d.bias"), vec![e]);
+            }
+            if cfg.use_bias {
+                t.insert(format!("{m}in_proj.bias"), vec![2 * e]);
+                t.insert(format!("{m}out_proj.bias"), vec![d]);
+            }
+        }
+        t
+    }
+
+    /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on the
+    /// GPU: for benches of real model sizes without a download.
+    pub fn random(ctx: Arc<GpuContext>, cfg: Mamba1Config, seed: u64) -> Result<Self> {
+        let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
+        Self::from_checkpoint(ctx, cfg, &src)
     }
 
     /// The config.

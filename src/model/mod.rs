@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod mamba1;
 pub(crate) mod plan;
+pub mod weights;
 
 use std::path::Path;
 use std::sync::Arc;
