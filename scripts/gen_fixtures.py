@@ -1,23 +1,25 @@
-#!/usr/bin/env python3
-"""Generate Mamba-1 test fixtures for mamba-wgpu.
+"""Generate Mamba-1 and Mamba-2 test fixtures for mamba-wgpu.
 
-Builds tiny, seeded, random Hugging Face ``MambaForCausalLM`` models, saves them
-with ``save_pretrained`` and records the outputs of transformers' own PyTorch
-implementation (the reference) as small safetensors files under
-``tests/fixtures/mamba1/``.  The Rust tests read these files and need no Python.
+Builds tiny, seeded, random Hugging Face ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` models,
+saves them with ``save_pretrained`` and records the outputs of transformers' own PyTorch
+implementation (the reference) as small safetensors files under ``tests/fixtures/mamba1/`` and
+``tests/fixtures/mamba2/``.  The Rust tests read these files and need no Python.  The Mamba-2
+part lives in ``scripts/gen_fixtures_mamba2.py`` (see its docstring: there ``greedy`` is the
+UNCACHED greedy decode, because transformers skips the dt clamp in its cached decode).
 
 Usage (from the repository root):
 
     python3.11 -m venv /tmp/fixtures-venv
     /tmp/fixtures-venv/bin/pip install -r scripts/requirements.txt
-    /tmp/fixtures-venv/bin/python scripts/gen_fixtures.py            # writes tests/fixtures/mamba1
-    /tmp/fixtures-venv/bin/python scripts/gen_fixtures.py --out DIR  # somewhere else
+    /tmp/fixtures-venv/bin/python scripts/gen_fixtures.py                 # both families
+    /tmp/fixtures-venv/bin/python scripts/gen_fixtures.py --only mamba2   # or mamba1
+    /tmp/fixtures-venv/bin/python scripts/gen_fixtures.py --out DIR --out-mamba2 DIR2  # elsewhere
 
 Everything runs on CPU, in float32, through transformers' slow pure-torch path
 (``use_mambapy=False``; the script refuses to run if mamba_ssm / causal_conv1d /
 kernels are importable, because transformers would then use their kernels).
 
-Layout written (see also scripts/README.md):
+Mamba-1 layout written (see also scripts/README.md):
 
     <out>/manifest.json
     <out>/<name>/config.json + model.safetensors   (or model.safetensors.index.json + shards)
@@ -54,6 +56,7 @@ SEED = 20240611
 G = 8  # greedy tokens per case
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "tests" / "fixtures" / "mamba1"
+DEFAULT_OUT_MAMBA2 = REPO_ROOT / "tests" / "fixtures" / "mamba2"
 
 
 def check_pure_torch() -> None:
@@ -333,14 +336,8 @@ def state_spaces_fixture(out: Path, name, covers, seed, cases):
     }
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = ap.parse_args()
-    check_pure_torch()
-    out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
+def generate_mamba1(out: Path) -> None:
+    """Writes every Mamba-1 fixture + manifest.json into `out` (which must not exist)."""
     out.mkdir(parents=True)
 
     tiny = dict(vocab_size=128, hidden_size=32, num_hidden_layers=3, state_size=16, conv_kernel=4, expand=2,
@@ -400,6 +397,26 @@ def main():
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"wrote {out} ({total / 1024:.1f} KiB)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Mamba-1 output folder (rewritten)")
+    ap.add_argument("--out-mamba2", type=Path, default=DEFAULT_OUT_MAMBA2,
+                    help="Mamba-2 output folder (rewritten)")
+    ap.add_argument("--only", choices=["mamba1", "mamba2"], help="generate one family only (default: both)")
+    args = ap.parse_args()
+    check_pure_torch()
+    if args.only in (None, "mamba1"):
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        generate_mamba1(args.out)
+    if args.only in (None, "mamba2"):
+        # imported here: the module sits next to this script (scripts/ is sys.path[0])
+        from gen_fixtures_mamba2 import generate_mamba2
+        if args.out_mamba2.exists():
+            shutil.rmtree(args.out_mamba2)
+        generate_mamba2(args.out_mamba2)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,25 @@
-// mamba_wgpu.ssd_chunk_state: PLACEHOLDER, to be written.
+// mamba_wgpu.ssd_chunk_state: Mamba-2 SSD step 2, each chunk's own final state (the state it
+// would end on starting from zero), a [P x Q]·[Q x N] product per (sequence, chunk, head).
+//
+// Bindings: 0 params (uniform);
+//           1 xbc f32 rows (read): x_t[p] at xbc[r*x_stride + x_offset + h*P + p],
+//             B_t[n] at xbc[r*x_stride + b_offset + g*N + n], g = h / (H / G);
+//           2 dt   f32 [batch, H, len] (read), index (b*H + h)*len + t;
+//           3 dacs f32 [batch, H, len] (read), same layout;
+//           4 states f32 [batch, nchunks, H, P, N] (written), nchunks = ceil(len / Q).
+//           Row r = b*len + t; chunk c holds tokens c*Q .. min(c*Q + Q, len) - 1.
+// Params:   12 x 4 bytes (48 bytes), mirrored by `SsdChunkStateParams`.
+// Geometry: one workgroup of 64 invocations per (b, c, h, 32-row tile of p, 32-column tile of
+//           n): batch*nchunks*H*ceil(P/32)*ceil(N/32) workgroups folded into (x, y), linear
+//           index (((b*nchunks + c)*H + h)*ceil(P/32) + p-tile)*ceil(N/32) + n-tile.
+//           Invocation lid owns the 4x4 outputs p = 4*(lid/8) + i, n = lid%8 + 8j (n-neighbours
+//           in neighbouring invocations: coalesced state stores, conflict-free tile reads).
+// Math:     S_c[p, n] = sum_{s in c} w_s * x_s[p] * B_s[n],
+//           w_s = exp(min(dacs_last - dacs_s, 0)) * dt_s, dacs_last = dacs of the chunk's last
+//           token (the min guards rounding: dacs is non-increasing within a chunk as A < 0).
+//           The reduction over s runs in tiles of 32 tokens staged in workgroup memory (x and B
+//           rows read once per tile, coalesced); w_s is computed once per token into workgroup
+//           memory and folded into x as it is read. f32 accumulation.
 
 struct Params {
     batch: u32,
@@ -21,11 +42,106 @@ struct Params {
 @group(0) @binding(3) var<storage, read> dacs: array<f32>;
 @group(0) @binding(4) var<storage, read_write> states: array<f32>;
 
+const WG: u32 = 64u;
+const TP: u32 = 32u; // p per workgroup
+const TN: u32 = 32u; // n per workgroup
+const KT: u32 = 32u; // tokens per reduction tile
+
+// Workgroup memory: (1024 + 1024 + 32) * 4 = 8,320 bytes.
+var<workgroup> x_tile: array<f32, 1024>; // [KT][TP]: x_s[p0 + p]
+var<workgroup> b_tile: array<f32, 1024>; // [KT][TN]: B_s[n0 + n]
+var<workgroup> w: array<f32, KT>;         // w_s of the tile's tokens (0 past the chunk)
+
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    _ = params;
-    _ = &xbc;
-    _ = &dt;
-    _ = &dacs;
-    _ = &states;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let len = params.len;
+    let nh = params.nheads;
+    let hp = params.head_dim;
+    let ns = params.d_state;
+    let q = params.chunk;
+    let nchunks = (len + q - 1u) / q;
+    let ptiles = (hp + TP - 1u) / TP;
+    let ntiles = (ns + TN - 1u) / TN;
+    let group = wg.x + wg.y * nwg.x;
+    // `group` is uniform across the workgroup, so returning here keeps the barriers uniform.
+    if (group >= params.batch * nchunks * nh * ptiles * ntiles) {
+        return;
+    }
+    let nt = group % ntiles;
+    let pt = (group / ntiles) % ptiles;
+    let bch = group / (ntiles * ptiles); // (b*nchunks + c)*H + h
+    let h = bch % nh;
+    let c = (bch / nh) % nchunks;
+    let b = bch / (nh * nchunks);
+    let g = h / (nh / params.ngroups);
+    let p0 = pt * TP;
+    let n0 = nt * TN;
+    let start = c * q;
+    let end = min(start + q, len);
+    let dbase = (b * nh + h) * len;
+    let dacs_last = dacs[dbase + end - 1u];
+    let x_col = params.x_offset + h * hp + p0;
+    let b_col = params.b_offset + g * ns + n0;
+
+    let pi = lid / 8u;
+    let nj = lid % 8u;
+    var acc: array<array<f32, 4>, 4>;
+    for (var s0 = start; s0 < end; s0 += KT) {
+        // The previous tile's readers are done before it is overwritten.
+        workgroupBarrier();
+        // 1024 elements of each tile, 16 per invocation; element e = (s, col) with col
+        // fastest, so 32 neighbouring invocations read 32 neighbouring floats of one row.
+        for (var k = 0u; k < (KT * TP) / WG; k++) {
+            let e = lid + k * WG;
+            let sl = e / TP;
+            let col = e % TP;
+            let row = b * len + s0 + sl;
+            var xv = 0.0;
+            var bv = 0.0;
+            if (s0 + sl < end) {
+                if (p0 + col < hp) {
+                    xv = xbc[row * params.x_stride + x_col + col];
+                }
+                if (n0 + col < ns) {
+                    bv = xbc[row * params.x_stride + b_col + col];
+                }
+            }
+            x_tile[e] = xv;
+            b_tile[e] = bv;
+        }
+        if (lid < KT) {
+            var ws = 0.0;
+            let s = s0 + lid;
+            if (s < end) {
+                ws = exp(min(dacs_last - dacs[dbase + s], 0.0)) * dt[dbase + s];
+            }
+            w[lid] = ws;
+        }
+        workgroupBarrier();
+        for (var sl = 0u; sl < KT; sl++) {
+            let ws = w[sl];
+            var xv: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                xv[i] = x_tile[sl * TP + pi * 4u + i] * ws;
+            }
+            for (var j = 0u; j < 4u; j++) {
+                let bv = b_tile[sl * TN + nj + 8u * j];
+                for (var i = 0u; i < 4u; i++) {
+                    acc[i][j] += xv[i] * bv;
+                }
+            }
+        }
+    }
+
+    let sbase = bch * hp * ns;
+    for (var i = 0u; i < 4u; i++) {
+        let p = p0 + pi * 4u + i;
+        for (var j = 0u; j < 4u; j++) {
+            let n = n0 + nj + 8u * j;
+            if (p < hp && n < ns) {
+                states[sbase + p * ns + n] = acc[i][j];
+            }
+        }
+    }
 }

@@ -1,10 +1,17 @@
-//! `ssd_chunk_cumsum`: Mamba-2 SSD step 1: per sequence, head and chunk of Q tokens, the processed step dt = clamp(softplus(dt_raw + dt_bias[h]), dt_min, dt_max) and the inclusive cumulative sum of dt·A[h] (A = -exp(A_log[h])) within the chunk.
-//! See `shaders/ssd_chunk_cumsum.wgsl`; CPU twin in `crate::reference`.
+//! `ssd_chunk_cumsum`: Mamba-2 SSD step 1: per sequence, head and chunk of Q tokens, the
+//! processed step dt = clamp(softplus(dt_raw + dt_bias[h]), dt_min, dt_max) and the inclusive
+//! cumulative sum of dt·A[h] (A = -exp(A_log[h])) within the chunk.
+//! See `shaders/ssd_chunk_cumsum.wgsl`; CPU twin: [`crate::reference::ssd::chunk_cumsum`].
+//!
+//! One workgroup of 64 invocations per (sequence, head, chunk); each walks its chunk in tiles
+//! of 256 tokens (4 per invocation, then a 64-wide Hillis-Steele scan in workgroup memory), so
+//! any chunk length works. The four SSD prefill kernels run in this order in one pass:
+//! `ssd_chunk_cumsum`, `ssd_chunk_state`, `ssd_state_passing`, `ssd_chunk_scan`.
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
 /// Mirrors `struct Params` in `shaders/ssd_chunk_cumsum.wgsl`.
@@ -58,6 +65,27 @@ pub const INFO: ShaderInfo = ShaderInfo {
     params_size: std::mem::size_of::<SsdChunkCumsumParams>(),
 };
 
+/// Chunks of `chunk` tokens in a sequence of `len` (the last may be partial); 0 when
+/// `chunk` is 0.
+pub fn num_chunks(len: u32, chunk: u32) -> u32 {
+    if chunk == 0 {
+        0
+    } else {
+        len.div_ceil(chunk)
+    }
+}
+
+/// Fails when the chunk length or the head count is 0 (the shader divides by both).
+pub fn check_params(params: &SsdChunkCumsumParams) -> Result<()> {
+    if params.chunk == 0 || params.nheads == 0 {
+        return Err(Error::Shape(format!(
+            "ssd_chunk_cumsum with chunk {} and {} heads",
+            params.chunk, params.nheads
+        )));
+    }
+    Ok(())
+}
+
 /// The compiled kernel.
 #[derive(Clone, Debug)]
 pub struct SsdChunkCumsum {
@@ -72,13 +100,18 @@ impl SsdChunkCumsum {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup per (sequence, head, chunk): `batch · H · ceil(len / Q)`, folded past
+    /// 65,535; none when there is nothing to do.
     pub fn workgroups(params: &SsdChunkCumsumParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        let n = params.batch * params.nheads * num_chunks(params.len, params.chunk);
+        if n == 0 {
+            return [0, 1, 1];
+        }
+        fold_workgroups(n)
     }
 
-    /// Creates the dispatch (params uniform and bind group).
+    /// Creates the dispatch (params uniform and bind group). `params` must pass
+    /// [`check_params`].
     pub fn bind(
         &self,
         ctx: &GpuContext,

@@ -1,10 +1,18 @@
-//! `ssd_chunk_state`: Mamba-2 SSD step 2: each chunk's own final state S_c[p, n] = Σ_s exp(dacs_last − dacs_s)·dt_s·x_s[p]·B_s[n] (exponent clamped at 0), a [head_dim × d_state] matmul per (sequence, chunk, head) with f32 accumulation.
-//! See `shaders/ssd_chunk_state.wgsl`; CPU twin in `crate::reference`.
+//! `ssd_chunk_state`: Mamba-2 SSD step 2: each chunk's own final state
+//! S_c[p, n] = Σ_s exp(dacs_last − dacs_s)·dt_s·x_s[p]·B_s[n] (exponent clamped at 0), a
+//! [head_dim × chunk]·[chunk × d_state] matmul per (sequence, chunk, head) with f32 accumulation.
+//! See `shaders/ssd_chunk_state.wgsl`; CPU twin: [`crate::reference::ssd::chunk_state`].
+//!
+//! One workgroup of 64 invocations per (sequence, chunk, head, 32 × 32 tile of (p, n)), each
+//! invocation a 4 × 4 block of outputs; the chunk's tokens are reduced in tiles of 32 staged
+//! in 8 KiB of workgroup memory. Any chunk length, head_dim and d_state work.
 
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::kernels::ssd_chunk_cumsum::num_chunks;
+use crate::kernels::ssd_chunk_scan::SsdChunkScanParams;
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
 
 /// Mirrors `struct Params` in `shaders/ssd_chunk_state.wgsl`.
@@ -37,6 +45,26 @@ pub struct SsdChunkStateParams {
     pub _pad1: u32,
 }
 
+impl SsdChunkStateParams {
+    /// The same shapes and x/B addressing as the chunk scan of the same prefill.
+    pub fn from_scan(p: &SsdChunkScanParams) -> Self {
+        Self {
+            batch: p.batch,
+            len: p.len,
+            nheads: p.nheads,
+            head_dim: p.head_dim,
+            d_state: p.d_state,
+            ngroups: p.ngroups,
+            chunk: p.chunk,
+            x_offset: p.x_offset,
+            x_stride: p.x_stride,
+            b_offset: p.b_offset,
+            _pad0: 0,
+            _pad1: 0,
+        }
+    }
+}
+
 /// The buffers one dispatch reads and writes.
 #[derive(Clone, Copy, Debug)]
 pub struct SsdChunkStateBuffers<'a> {
@@ -66,6 +94,27 @@ pub const INFO: ShaderInfo = ShaderInfo {
     params_size: std::mem::size_of::<SsdChunkStateParams>(),
 };
 
+/// Output tile of one workgroup: 32 values of p by 32 of n.
+const TILE: u32 = 32;
+
+/// Fails when a dimension is 0 or the heads do not split evenly into groups (the shader
+/// divides by them).
+pub fn check_params(params: &SsdChunkStateParams) -> Result<()> {
+    let p = params;
+    if p.chunk == 0 || p.nheads == 0 || p.head_dim == 0 || p.d_state == 0 || p.ngroups == 0 {
+        return Err(Error::Shape(format!(
+            "ssd_chunk_state with a zero dimension: {p:?}"
+        )));
+    }
+    if p.nheads % p.ngroups != 0 {
+        return Err(Error::Shape(format!(
+            "ssd_chunk_state: {} heads do not split into {} groups",
+            p.nheads, p.ngroups
+        )));
+    }
+    Ok(())
+}
+
 /// The compiled kernel.
 #[derive(Clone, Debug)]
 pub struct SsdChunkState {
@@ -80,13 +129,23 @@ impl SsdChunkState {
         })
     }
 
-    /// The dispatch geometry (TODO: placeholder, the kernel's author sets it).
+    /// One workgroup per (sequence, chunk, head, 32 × 32 tile of the P × N state):
+    /// `batch · ceil(len / Q) · H · ceil(P / 32) · ceil(N / 32)`, folded past 65,535; none when
+    /// there is nothing to do.
     pub fn workgroups(params: &SsdChunkStateParams) -> [u32; 3] {
-        let _ = params;
-        fold_workgroups(1)
+        let n = params.batch
+            * num_chunks(params.len, params.chunk)
+            * params.nheads
+            * params.head_dim.div_ceil(TILE)
+            * params.d_state.div_ceil(TILE);
+        if n == 0 {
+            return [0, 1, 1];
+        }
+        fold_workgroups(n)
     }
 
-    /// Creates the dispatch (params uniform and bind group).
+    /// Creates the dispatch (params uniform and bind group). `params` must pass
+    /// [`check_params`].
     pub fn bind(
         &self,
         ctx: &GpuContext,

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub(crate) mod lm;
 pub mod mamba1;
 pub(crate) mod plan;
 pub mod weights;
@@ -14,7 +15,8 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 pub use crate::kernels::sample::SamplingConfig as Sampling;
 pub use config::{Family, Mamba1Config};
-pub use mamba1::{Mamba1, Session, SessionOptions};
+pub use lm::{Session, SessionOptions};
+pub use mamba1::Mamba1;
 
 /// A loaded model of any supported family.
 #[derive(Clone, Debug)]

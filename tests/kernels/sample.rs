@@ -486,6 +486,40 @@ fn boundary_rows(n: usize, seed: u64) -> (Vec<f32>, SampleParams, Vec<f32>) {
     (logits, p, gaps)
 }
 
+/// `n` rows of `vocab` random logits whose last logit is set to one of two adjacent f32 values
+/// between which the twin's token changes, so an S, a prefix sum M(i) or a top-p sum one ulp
+/// off on the GPU (say, added in another order) flips some draws. Returns (logits, params,
+/// rows put on an edge).
+fn edge_rows(c: &SamplingConfig, n: usize, vocab: usize) -> (Vec<f32>, SampleParams, usize) {
+    let p = c.params(n as u32, vocab as u32);
+    let mut logits = rows(13, n, vocab, 4.0);
+    let mut on_edge = 0;
+    for (b, row) in logits.chunks_mut(vocab).enumerate() {
+        let u = twin::random_uniform(c.seed, b as u32, 0);
+        let mut pick = |key: u32| {
+            row[vocab - 1] = twin::key_value(key);
+            twin::sample_row(row, &p, u)
+        };
+        // Bisect the last logit's key over [-4, 4] for adjacent keys with other tokens.
+        let (mut lo, mut hi) = (twin::order_key(-4.0), twin::order_key(4.0));
+        let at_lo = pick(lo);
+        if pick(hi) == at_lo {
+            continue;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if pick(mid) == at_lo {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        pick(if b % 2 == 0 { lo } else { hi });
+        on_edge += 1;
+    }
+    (logits, p, on_edge)
+}
+
 #[test]
 fn sample_matches_twin_on_decision_boundaries() {
     let n = 1000;
@@ -501,37 +535,10 @@ fn sample_matches_twin_on_decision_boundaries() {
         "{zeros} of {n} draws gave 0"
     );
 
-    // Longer rows test the summation order too: the last logit of each row is set to one of
-    // two adjacent f32 values between which the twin's token changes, so an S, a prefix sum
-    // M(i) or a top-p sum one ulp off (a different order of adding) flips some draws.
-    let (n, vocab) = (200usize, 600usize);
+    // Longer rows test the summation order too (see `edge_rows`).
     for c in [cfg(1.0, 0, 1.0, 8), cfg(0.8, 100, 0.9, 9)] {
-        let p = c.params(n as u32, vocab as u32);
-        let mut logits = rows(13, n, vocab, 4.0);
-        let mut on_edge = 0;
-        for (b, row) in logits.chunks_mut(vocab).enumerate() {
-            let u = twin::random_uniform(c.seed, b as u32, 0);
-            let mut pick = |key: u32| {
-                row[vocab - 1] = twin::key_value(key);
-                twin::sample_row(row, &p, u)
-            };
-            // Bisect the last logit's key over [-4, 4] for adjacent keys with other tokens.
-            let (mut lo, mut hi) = (twin::order_key(-4.0), twin::order_key(4.0));
-            let at_lo = pick(lo);
-            if pick(hi) == at_lo {
-                continue;
-            }
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if pick(mid) == at_lo {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            pick(if b % 2 == 0 { lo } else { hi });
-            on_edge += 1;
-        }
+        let (n, vocab) = (200, 600);
+        let (logits, p, on_edge) = edge_rows(&c, n, vocab);
         assert!(on_edge > n / 2, "{c:?}: {on_edge} rows on an edge");
         check_twin("sum boundary", &logits, &p, &vec![0; n], n, 1);
     }
@@ -693,74 +700,4 @@ fn sample_steps_and_seeds_drive_the_stream() {
         .map(|s| twin::sample_row(&logits, &p, twin::random_uniform(1, 0, s)))
         .collect();
     assert_eq!(col(0), want);
-}
-
-#[test]
-fn zz_mutants() {
-    use mamba_wgpu::kernels::{sample::INFO, Dispatch};
-    let n = 1000;
-    let (logits, p, _) = boundary_rows(n, 5);
-    let mut want = vec![0u32; n];
-    twin::sample(&logits, &p, &mut vec![0; n], &mut want);
-    let muts = [
-        (
-            "none",
-            "const LN2_Q32: u32 = 0xB17217F8u;",
-            "const LN2_Q32: u32 = 0xB17217F8u;",
-        ),
-        (
-            "ln2",
-            "const LN2_Q32: u32 = 0xB17217F8u;",
-            "const LN2_Q32: u32 = 0xB1721000u;",
-        ),
-        (
-            "z/5",
-            "var p = ONE_Q31 - z / 4u;",
-            "var p = ONE_Q31 - z / 5u;",
-        ),
-        (
-            "y*1.000001",
-            "let y = clamp((l - row_max) * params.logit_scale, -126.0, 0.0);",
-            "let y = clamp((l - row_max) * params.logit_scale * 1.000001, -126.0, 0.0);",
-        ),
-        (
-            "u+ulp",
-            "return f32(h >> 8u) * (1.0 / 16777216.0);",
-            "return f32((h >> 8u) + 1u) * (1.0 / 16777216.0);",
-        ),
-        (
-            "mant+1",
-            "((max(v, 0x40000000u) >> 7u) & 0x7FFFFFu)",
-            "(((max(v, 0x40000000u) >> 7u) + 1u) & 0x7FFFFFu)",
-        ),
-        (
-            "le->lt",
-            "sums[j] <= goal, mode == MODE_INDEX",
-            "sums[j] < goal, mode == MODE_INDEX",
-        ),
-        (
-            "sum order",
-            "lo += level1[2u * j];",
-            "lo = level1[2u * j] + lo;",
-        ),
-    ];
-    for (i, (name, from, to)) in muts.iter().enumerate() {
-        assert!(INFO.source.contains(from), "{name}");
-        let src = INFO.source.replace(from, to);
-        let label = format!("mutant{i}");
-        let ctx = ctx();
-        let pl = ctx.pipeline(&label, &src, INFO.bindings).unwrap();
-        let gpu = Gpu::new(&logits, &vec![0; n], n);
-        let d = Dispatch::new(
-            ctx,
-            &pl,
-            &p,
-            &[&gpu.logits, &gpu.steps, &gpu.out],
-            Sample::workgroups(&p),
-        );
-        run(ctx, &[&d]).unwrap();
-        let got = read::<u32>(&gpu.out, n);
-        let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
-        eprintln!("mutant {name}: {diff} of {n} differ");
-    }
 }

@@ -1,0 +1,761 @@
+//! What every Mamba family shares: the token embedding, the pre-norm residual stack, the final
+//! norm and lm_head, sampling, and the [`Session`] (recurrent states, the prefill and decode
+//! plans recorded over them). A family contributes its mixer through [`Mixer`].
+//!
+//! One block, for `rows = batch · len` tokens:
+//! ```text
+//! hidden += mix              (the previous block's mixer output; block 0 starts from the embedding)
+//! normed  = rmsnorm(hidden) · norm.weight
+//! mix     = mixer(normed)    (family specific; reads and updates this layer's states)
+//! ```
+//! then `logits = rmsnorm(hidden + mix) · norm_f · lm_headᵀ` and the sampler picks the next
+//! token on the GPU.
+
+use std::sync::Arc;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernels::embedding::{Embedding, EmbeddingBuffers, EmbeddingParams};
+use crate::kernels::gemv::Gemv;
+use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
+use crate::kernels::rmsnorm::{RmsNorm, RmsNormBuffers, RmsNormParams};
+use crate::kernels::sample::{Sample, SampleBuffers, SampleParams};
+use crate::model::plan::Plan;
+use crate::model::weights::WeightSource;
+use crate::model::Sampling;
+use crate::tensor::{GpuTensor, PagedMatrix};
+
+/// The rows a linear layer reads for a token count `len`: `(m, x_offset, x_stride)`, where an
+/// `x_stride` of 0 keeps the layer's own.
+pub(crate) type RowsFn = Arc<dyn Fn(u32) -> (u32, u32, u32) + Send + Sync>;
+
+/// What a mixer records into, for one layer.
+pub(crate) struct Rec<'a> {
+    /// The decode plan (one token per sequence, GEMV) or the prefill plan.
+    pub decode: bool,
+    /// Tokens per sequence the plan's buffers hold.
+    pub cap: u32,
+    /// Sequences.
+    pub batch: u32,
+    /// `[rows, d_model]` the mixer's input.
+    pub normed: &'a wgpu::Buffer,
+    /// `[rows, d_model]` the mixer's output.
+    pub mix: &'a wgpu::Buffer,
+    /// The mixer's activation buffers, as sized by [`Mixer::act_lens`].
+    pub acts: &'a [wgpu::Buffer],
+    /// This layer's state buffers, as sized by [`Mixer::state_lens`].
+    pub states: &'a [wgpu::Buffer],
+}
+
+/// One model family's mixer: its weights, buffers and dispatches.
+pub(crate) trait Mixer: Send + Sync {
+    /// Blocks.
+    fn n_layer(&self) -> usize;
+    /// Element counts of each state buffer of one layer for `batch` sequences.
+    fn state_lens(&self, batch: usize) -> Vec<usize>;
+    /// Element counts of the activation buffers for `batch` sequences of `cap` tokens.
+    fn act_lens(&self, batch: usize, cap: usize) -> Vec<usize>;
+    /// The widest activation per token, in elements (the prefill chunk is cut to fit it).
+    fn widest_row(&self) -> usize;
+    /// Bytes of the mixer's weight matrices.
+    fn weight_bytes(&self) -> u64;
+    /// Records layer `i`'s mixer.
+    fn record(&self, lm: &Lm, plan: &mut Plan, i: usize, r: &Rec<'_>) -> Result<()>;
+}
+
+pub(crate) struct CommonKernels {
+    rmsnorm: RmsNorm,
+    embedding: Embedding,
+    matmul: Matmul,
+    gemv: Gemv,
+    sample: Sample,
+}
+
+/// A loaded language model: the shared parts plus a family's mixer.
+pub(crate) struct Lm {
+    pub ctx: Arc<GpuContext>,
+    /// Embedding rows (the vocabulary, padded where the checkpoint pads it).
+    pub vocab: usize,
+    pub d_model: usize,
+    pub eps: f32,
+    embedding: PagedMatrix,
+    lm_head: Option<PagedMatrix>,
+    block_norms: Vec<GpuTensor>,
+    norm_f: GpuTensor,
+    /// Bound where a kernel's optional input (a bias) is absent.
+    pub dummy: wgpu::Buffer,
+    k: CommonKernels,
+    pub mixer: Box<dyn Mixer>,
+}
+
+/// Shape facts the shared part needs from a family's config.
+pub(crate) struct LmDims {
+    pub d_model: usize,
+    pub n_layer: usize,
+    pub vocab_size: usize,
+    pub padded_vocab: usize,
+    pub tie_embeddings: bool,
+    pub eps: f32,
+}
+
+/// Uploads a `[rows, cols]` weight matrix from `src`, paged to the binding limit.
+pub(crate) fn matrix(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<PagedMatrix> {
+    PagedMatrix::from_slice(ctx, name, &src.f32(name, &[rows, cols])?, rows, cols)
+}
+
+/// Uploads a small tensor from `src`.
+pub(crate) fn vector(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    shape: &[usize],
+) -> Result<GpuTensor> {
+    let n = shape.iter().product();
+    GpuTensor::from_slice(ctx, name, &src.f32(name, shape)?, &[n])
+}
+
+impl Lm {
+    /// Loads the embedding, block norms, final norm and lm_head around `mixer`.
+    pub fn load(
+        ctx: Arc<GpuContext>,
+        src: &dyn WeightSource,
+        dims: &LmDims,
+        mixer: Box<dyn Mixer>,
+    ) -> Result<Self> {
+        let d = dims.d_model;
+        let emb_name = ["backbone.embeddings.weight", "backbone.embedding.weight"]
+            .into_iter()
+            .find(|n| src.contains(n))
+            .ok_or_else(|| {
+                Error::tensor(
+                    src.file_of("backbone.embeddings.weight"),
+                    "backbone.embeddings.weight",
+                    "missing tensor (nor backbone.embedding.weight)",
+                )
+            })?;
+        let vocab = src.shape(emb_name)?.first().copied().unwrap_or(0);
+        if vocab != dims.vocab_size && vocab != dims.padded_vocab {
+            return Err(Error::tensor(
+                src.file_of(emb_name),
+                emb_name,
+                format!(
+                    "{vocab} rows but config.json says vocab_size {} (padded: {})",
+                    dims.vocab_size, dims.padded_vocab
+                ),
+            ));
+        }
+        let embedding = matrix(&ctx, src, emb_name, vocab, d)?;
+        let lm_head = if dims.tie_embeddings {
+            None
+        } else {
+            Some(matrix(&ctx, src, "lm_head.weight", vocab, d)?)
+        };
+        let block_norms = (0..dims.n_layer)
+            .map(|i| vector(&ctx, src, &format!("backbone.layers.{i}.norm.weight"), &[d]))
+            .collect::<Result<Vec<_>>>()?;
+        let norm_f = vector(&ctx, src, "backbone.norm_f.weight", &[d])?;
+        let k = CommonKernels {
+            rmsnorm: RmsNorm::new(&ctx)?,
+            embedding: Embedding::new(&ctx)?,
+            matmul: Matmul::new(&ctx)?,
+            gemv: Gemv::new(&ctx)?,
+            sample: Sample::new(&ctx)?,
+        };
+        let dummy = ctx.storage_buffer("dummy", 4)?;
+        ctx.wait()?;
+        Ok(Self {
+            ctx,
+            vocab,
+            d_model: d,
+            eps: dims.eps,
+            embedding,
+            lm_head,
+            block_norms,
+            norm_f,
+            dummy,
+            k,
+            mixer,
+        })
+    }
+
+    /// Bytes of every weight matrix (the tied embedding counted once, as lm_head).
+    pub fn weight_bytes(&self) -> u64 {
+        self.lm_head.as_ref().unwrap_or(&self.embedding).bytes() + self.mixer.weight_bytes()
+    }
+
+    /// Adds `y[row, page cols] = x[row, ..] · pageᵀ (+ bias)` for every page of `w`: a tiled
+    /// matmul in the prefill plan, a GEMV in the decode plan.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear(
+        &self,
+        plan: &mut Plan,
+        r: &Rec<'_>,
+        x: &wgpu::Buffer,
+        x_stride: u32,
+        w: &PagedMatrix,
+        bias: Option<&GpuTensor>,
+        y: &wgpu::Buffer,
+        y_stride: u32,
+        rows: RowsFn,
+    ) {
+        let ctx = &*self.ctx;
+        for page in &w.pages {
+            let (n_rows, col0, k) = (page.rows as u32, page.row_start as u32, w.cols as u32);
+            let flags = bias.is_some() as u32;
+            let rows = rows.clone();
+            let params = move |len: u32| {
+                let (m, x_offset, xs) = rows(len);
+                MatmulParams {
+                    m,
+                    n: n_rows,
+                    k,
+                    x_offset,
+                    x_stride: if xs == 0 { x_stride } else { xs },
+                    y_offset: col0,
+                    y_stride,
+                    bias_offset: col0,
+                    flags,
+                    ..Default::default()
+                }
+            };
+            let bufs = MatmulBuffers {
+                x,
+                w: &page.buffer,
+                bias: bias.map(|t| &t.buffer).unwrap_or(&self.dummy),
+                y,
+            };
+            if r.decode {
+                plan.push(r.cap, params, Gemv::workgroups, |p| {
+                    self.k.gemv.bind(ctx, p, bufs)
+                });
+            } else {
+                plan.push(r.cap, params, Matmul::workgroups, |p| {
+                    self.k.matmul.bind(ctx, p, bufs)
+                });
+            }
+        }
+    }
+
+    /// Every token of the batch: `rows(len) = (batch · len, 0, own stride)`.
+    pub fn all_rows(batch: u32) -> RowsFn {
+        Arc::new(move |len| (batch * len, 0, 0))
+    }
+}
+
+/// How a session is sized.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// Sequences decoded together (each with its own state).
+    pub batch: usize,
+    /// Tokens per sequence in one prefill chunk; longer prompts run in several chunks that
+    /// carry the state, so activation memory stays bounded. Lowered to fit the device.
+    pub max_chunk_tokens: usize,
+    /// Keep the logits of every prompt position (for scoring and tests), not only the last.
+    pub all_logits: bool,
+    /// How the next token is chosen.
+    pub sampling: Sampling,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            batch: 1,
+            max_chunk_tokens: 512,
+            all_logits: false,
+            sampling: Sampling::default(),
+        }
+    }
+}
+
+/// Activation buffers for one plan.
+struct Acts {
+    ids: wgpu::Buffer,
+    hidden: wgpu::Buffer,
+    normed: wgpu::Buffer,
+    mix: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    mixer: Vec<wgpu::Buffer>,
+}
+
+/// A batch of sequences being generated: every layer's recurrent states, the prefill and decode
+/// plans recorded over them (bind groups and buffers made once), and the sampler's state.
+pub struct Session {
+    m: Arc<Lm>,
+    batch: usize,
+    chunk: usize,
+    all_logits: bool,
+    sampling: Sampling,
+    /// Per layer, the mixer's state buffers.
+    states: Vec<Vec<wgpu::Buffer>>,
+    /// `[batch]` u32: the last sampled tokens, the decode step's input.
+    next_ids: wgpu::Buffer,
+    steps: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    prefill_acts: Acts,
+    prefill: Plan,
+    prefill_sample: Plan,
+    decode_acts: Acts,
+    decode: Plan,
+    decode_sample: Plan,
+    position: usize,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("batch", &self.batch)
+            .field("chunk", &self.chunk)
+            .field("position", &self.position)
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(m: Arc<Lm>, o: &SessionOptions) -> Result<Self> {
+        o.sampling.validate()?;
+        if o.batch == 0 || o.max_chunk_tokens == 0 {
+            return Err(Error::InvalidInput(
+                "batch and max_chunk_tokens must be at least 1".into(),
+            ));
+        }
+        let ctx = m.ctx.clone();
+        let b = o.batch;
+        let limit = ctx.storage_binding_limit();
+        // The chunk is cut so that batch · chunk rows of the widest activation fit one binding.
+        let widest = [
+            m.mixer.widest_row(),
+            m.d_model,
+            if o.all_logits { m.vocab } else { 0 },
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(1) as u64;
+        let fit = limit / (widest * 4 * b as u64);
+        let chunk = (o.max_chunk_tokens as u64).min(fit).min(1 << 20) as usize;
+        if chunk == 0 || (m.vocab * b * 4) as u64 > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("activations of a batch of {b}"),
+                needed: widest.max(m.vocab as u64) * 4 * b as u64,
+                limit,
+            });
+        }
+        let states = (0..m.mixer.n_layer())
+            .map(|_| {
+                m.mixer
+                    .state_lens(b)
+                    .into_iter()
+                    .map(|n| ctx.storage_buffer("state", n))
+                    .collect()
+            })
+            .collect::<Result<Vec<Vec<_>>>>()?;
+        let next_ids = ctx.storage_buffer("next_ids", b)?;
+        let steps = ctx.storage_buffer("sample_steps", b)?;
+        let readback = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("mamba_wgpu.token_readback"),
+            size: (b * 4) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let acts = |cap: usize, logit_rows: usize| -> Result<Acts> {
+            let rows = b * cap;
+            Ok(Acts {
+                ids: ctx.storage_buffer("ids", rows)?,
+                hidden: ctx.storage_buffer("hidden", rows * m.d_model)?,
+                normed: ctx.storage_buffer("normed", rows * m.d_model)?,
+                mix: ctx.storage_buffer("mix", rows * m.d_model)?,
+                logits: ctx.storage_buffer("logits", logit_rows * m.vocab)?,
+                mixer: m
+                    .mixer
+                    .act_lens(b, cap)
+                    .into_iter()
+                    .map(|n| ctx.storage_buffer("mixer", n))
+                    .collect::<Result<_>>()?,
+            })
+        };
+        let prefill_acts = acts(chunk, if o.all_logits { b * chunk } else { b })?;
+        let decode_acts = acts(1, b)?;
+        let mut s = Self {
+            m,
+            batch: b,
+            chunk,
+            all_logits: o.all_logits,
+            sampling: o.sampling.clone(),
+            states,
+            next_ids,
+            steps,
+            readback,
+            prefill_acts,
+            prefill: Plan::default(),
+            prefill_sample: Plan::default(),
+            decode_acts,
+            decode: Plan::default(),
+            decode_sample: Plan::default(),
+            position: 0,
+        };
+        s.prefill = s.build(false)?;
+        s.decode = s.build(true)?;
+        s.prefill_sample = s.build_sample(false);
+        s.decode_sample = s.build_sample(true);
+        Ok(s)
+    }
+
+    /// Records every dispatch of one forward over `len` tokens per sequence (the prefill plan,
+    /// capacity `chunk`) or one token per sequence (the decode plan).
+    fn build(&self, decode: bool) -> Result<Plan> {
+        let m = &*self.m;
+        let ctx = &*m.ctx;
+        let (b, dm, eps) = (self.batch as u32, m.d_model as u32, m.eps);
+        let a = if decode {
+            &self.decode_acts
+        } else {
+            &self.prefill_acts
+        };
+        let cap = if decode { 1 } else { self.chunk as u32 };
+        let ids = if decode { &self.next_ids } else { &a.ids };
+        let mut plan = Plan::default();
+        for page in &m.embedding.pages {
+            let (row_start, rows) = (page.row_start as u32, page.rows as u32);
+            plan.push(
+                cap,
+                move |len| EmbeddingParams {
+                    tokens: b * len,
+                    dim: dm,
+                    row_start,
+                    rows,
+                },
+                Embedding::workgroups,
+                |p| {
+                    m.k.embedding.bind(
+                        ctx,
+                        p,
+                        EmbeddingBuffers {
+                            ids,
+                            table: &page.buffer,
+                            out: &a.hidden,
+                        },
+                    )
+                },
+            );
+        }
+        let norm = |plan: &mut Plan, weight: &GpuTensor, add: u32| {
+            plan.push(
+                cap,
+                move |len| RmsNormParams {
+                    rows: b * len,
+                    cols: dm,
+                    eps,
+                    add,
+                },
+                RmsNorm::workgroups,
+                |p| {
+                    let bufs = RmsNormBuffers {
+                        residual: &a.hidden,
+                        delta: &a.mix,
+                        weight: &weight.buffer,
+                        out: &a.normed,
+                    };
+                    m.k.rmsnorm.bind(ctx, p, bufs)
+                },
+            );
+        };
+        for i in 0..m.mixer.n_layer() {
+            norm(&mut plan, &m.block_norms[i], (i > 0) as u32);
+            let r = Rec {
+                decode,
+                cap,
+                batch: b,
+                normed: &a.normed,
+                mix: &a.mix,
+                acts: &a.mixer,
+                states: &self.states[i],
+            };
+            m.mixer.record(m, &mut plan, i, &r)?;
+        }
+        norm(&mut plan, &m.norm_f, 1);
+        let head = m.lm_head.as_ref().unwrap_or(&m.embedding);
+        let rows: RowsFn = if self.all_logits && !decode {
+            Lm::all_rows(b)
+        } else {
+            // Only the last token of each sequence: row b·len + len-1, a stride of len rows.
+            Arc::new(move |len: u32| (b, (len - 1) * dm, len * dm))
+        };
+        let r = Rec {
+            decode,
+            cap,
+            batch: b,
+            normed: &a.normed,
+            mix: &a.mix,
+            acts: &[],
+            states: &[],
+        };
+        m.linear(
+            &mut plan,
+            &r,
+            &a.normed,
+            dm,
+            head,
+            None,
+            &a.logits,
+            m.vocab as u32,
+            rows,
+        );
+        Ok(plan)
+    }
+
+    /// The sampling dispatch: reads the last position's logits, writes `next_ids`.
+    fn build_sample(&self, decode: bool) -> Plan {
+        let m = &*self.m;
+        let a = if decode {
+            &self.decode_acts
+        } else {
+            &self.prefill_acts
+        };
+        let (b, vocab) = (self.batch as u32, m.vocab as u32);
+        let all = self.all_logits && !decode;
+        let s = self.sampling.clone();
+        let cap = if decode { 1 } else { self.chunk as u32 };
+        let mut plan = Plan::default();
+        plan.push(
+            cap,
+            move |len| {
+                let mut p: SampleParams = s.params(b, vocab);
+                if all {
+                    p.logits_offset = (len - 1) * vocab;
+                    p.logits_stride = len * vocab;
+                }
+                p
+            },
+            Sample::workgroups,
+            |p| {
+                m.k.sample.bind(
+                    &m.ctx,
+                    p,
+                    SampleBuffers {
+                        logits: &a.logits,
+                        steps: &self.steps,
+                        out: &self.next_ids,
+                    },
+                )
+            },
+        );
+        plan
+    }
+
+    /// Sequences in the batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Tokens per sequence in one prefill chunk.
+    pub fn chunk_tokens(&self) -> usize {
+        self.chunk
+    }
+
+    /// Tokens fed per sequence since the last reset.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Logits per token.
+    pub fn vocab(&self) -> usize {
+        self.m.vocab
+    }
+
+    /// Dispatches recorded for one decoded token (all sequences of the batch together).
+    pub fn dispatches_per_token(&self) -> usize {
+        self.decode.len() + self.decode_sample.len()
+    }
+
+    /// Zeroes every state and the sampler's counters: the next prefill starts new sequences.
+    pub fn reset(&mut self) {
+        let mut enc = self
+            .m
+            .ctx
+            .device()
+            .create_command_encoder(&Default::default());
+        for buf in self
+            .states
+            .iter()
+            .flatten()
+            .chain([&self.steps, &self.next_ids])
+        {
+            enc.clear_buffer(buf, 0, None);
+        }
+        self.m.ctx.queue().submit([enc.finish()]);
+        self.position = 0;
+    }
+
+    /// Changes how tokens are chosen from now on.
+    pub fn set_sampling(&mut self, sampling: Sampling) -> Result<()> {
+        sampling.validate()?;
+        self.sampling = sampling;
+        self.prefill_sample = self.build_sample(false);
+        self.decode_sample = self.build_sample(true);
+        Ok(())
+    }
+
+    fn check_prompts(&self, prompts: &[&[u32]]) -> Result<usize> {
+        if prompts.len() != self.batch {
+            return Err(Error::InvalidInput(format!(
+                "{} prompts for a session of batch {}",
+                prompts.len(),
+                self.batch
+            )));
+        }
+        let len = prompts[0].len();
+        if len == 0 {
+            return Err(Error::InvalidInput("empty prompt".into()));
+        }
+        for (i, p) in prompts.iter().enumerate() {
+            if p.len() != len {
+                return Err(Error::InvalidInput(format!(
+                    "prompt {i} has {} tokens, prompt 0 has {len}: prompts of a batch must be equally long",
+                    p.len()
+                )));
+            }
+            if let Some(&t) = p.iter().find(|&&t| t as usize >= self.m.vocab) {
+                return Err(Error::InvalidInput(format!(
+                    "token id {t} in prompt {i} is out of range (vocabulary {})",
+                    self.m.vocab
+                )));
+            }
+        }
+        Ok(len)
+    }
+
+    /// Runs a plan (and the sampler when `sample`) over `len` tokens per sequence in one
+    /// submit; when sampling, the chosen tokens are copied out in the same submit.
+    fn submit(&mut self, decode: bool, len: u32, sample: bool) -> Result<Option<Vec<u32>>> {
+        let ctx = self.m.ctx.clone();
+        let (plan, sampler) = if decode {
+            (&mut self.decode, &mut self.decode_sample)
+        } else {
+            (&mut self.prefill, &mut self.prefill_sample)
+        };
+        plan.set_len(&ctx, len);
+        if sample {
+            sampler.set_len(&ctx, len);
+        }
+        let mut enc = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("mamba_wgpu.forward"),
+            });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("mamba_wgpu.forward"),
+                timestamp_writes: None,
+            });
+            plan.encode(&mut pass);
+            if sample {
+                sampler.encode(&mut pass);
+            }
+        }
+        if sample {
+            enc.copy_buffer_to_buffer(
+                &self.next_ids,
+                0,
+                &self.readback,
+                0,
+                (self.batch * 4) as u64,
+            );
+        }
+        ctx.queue().submit([enc.finish()]);
+        if sample {
+            Ok(Some(ctx.map_read(&self.readback, self.batch)?))
+        } else {
+            ctx.check()?;
+            Ok(None)
+        }
+    }
+
+    fn upload_ids(&self, prompts: &[&[u32]], t0: usize, n: usize) {
+        let ids: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| p[t0..t0 + n].iter().copied())
+            .collect();
+        self.m
+            .ctx
+            .queue()
+            .write_buffer(&self.prefill_acts.ids, 0, bytemuck::cast_slice(&ids));
+    }
+
+    /// Feeds equally long prompts (one per sequence; they continue the sequences from their
+    /// current state) in chunks, and returns the next token of each sequence, chosen on the GPU.
+    pub fn prefill(&mut self, prompts: &[&[u32]]) -> Result<Vec<u32>> {
+        let len = self.check_prompts(prompts)?;
+        let mut out = None;
+        let mut t0 = 0;
+        while t0 < len {
+            let n = self.chunk.min(len - t0);
+            self.upload_ids(prompts, t0, n);
+            out = self.submit(false, n as u32, t0 + n == len)?;
+            t0 += n;
+        }
+        self.position += len;
+        out.ok_or_else(|| Error::Gpu("prefill produced no token".into()))
+    }
+
+    /// Decodes one token per sequence: feeds the tokens chosen last (by `prefill` or the
+    /// previous `decode`) and returns the next ones. One submit; only the ids come back.
+    pub fn decode(&mut self) -> Result<Vec<u32>> {
+        if self.position == 0 {
+            return Err(Error::InvalidInput("decode before any prefill".into()));
+        }
+        let out = self.submit(true, 1, true)?.unwrap_or_default();
+        self.position += 1;
+        Ok(out)
+    }
+
+    /// Feeds prompts and returns the logits `[batch, len, vocab]` of every position (the
+    /// session must have been made with `all_logits`). No token is sampled.
+    pub fn logits(&mut self, prompts: &[&[u32]]) -> Result<Vec<f32>> {
+        if !self.all_logits {
+            return Err(Error::InvalidInput(
+                "this session keeps only the last logits; build it with all_logits".into(),
+            ));
+        }
+        let len = self.check_prompts(prompts)?;
+        let v = self.m.vocab;
+        let mut out = vec![0.0f32; self.batch * len * v];
+        let mut t0 = 0;
+        while t0 < len {
+            let n = self.chunk.min(len - t0);
+            self.upload_ids(prompts, t0, n);
+            self.submit(false, n as u32, false)?;
+            let chunk: Vec<f32> =
+                self.m
+                    .ctx
+                    .read_buffer(&self.prefill_acts.logits, 0, self.batch * n * v)?;
+            for bi in 0..self.batch {
+                out[(bi * len + t0) * v..(bi * len + t0 + n) * v]
+                    .copy_from_slice(&chunk[bi * n * v..(bi + 1) * n * v]);
+            }
+            t0 += n;
+        }
+        self.position += len;
+        Ok(out)
+    }
+
+    /// Feeds one given token per sequence through the decode path and returns the logits
+    /// `[batch, vocab]` (reads them back: for scoring and tests, not for fast generation).
+    pub fn decode_logits(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let prompts: Vec<&[u32]> = tokens.chunks(1).collect();
+        self.check_prompts(&prompts)?;
+        self.m
+            .ctx
+            .queue()
+            .write_buffer(&self.next_ids, 0, bytemuck::cast_slice(tokens));
+        self.submit(true, 1, false)?;
+        self.position += 1;
+        self.m
+            .ctx
+            .read_buffer(&self.decode_acts.logits, 0, self.batch * self.m.vocab)
+    }
+}
