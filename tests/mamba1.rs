@@ -4,17 +4,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use common::fixtures::{assert_logits, max_diff, Case};
 use common::shared;
 use mamba_wgpu::{ContextOptions, GpuContext, Mamba1, Sampling, SessionOptions};
-use safetensors::SafeTensors;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/mamba1")
-        .join(name)
+    common::fixtures::fixture_dir("mamba1", name)
+}
+
+fn cases(name: &str) -> Vec<Case> {
+    common::fixtures::cases("mamba1", name)
+}
+
+fn refs(c: &Case) -> Vec<&[u32]> {
+    c.refs()
 }
 
 const FIXTURES: &[&str] = &[
@@ -26,90 +32,6 @@ const FIXTURES: &[&str] = &[
     "sharded",
     "state_spaces",
 ];
-
-/// One recorded case: ids [B, L], logits [B, L, V], greedy [B, G].
-struct Case {
-    batch: usize,
-    len: usize,
-    ids: Vec<Vec<u32>>,
-    logits: Vec<f32>,
-    greedy: Vec<Vec<u32>>,
-}
-
-fn cases(name: &str) -> Vec<Case> {
-    let bytes = std::fs::read(fixture_dir(name).join("reference.safetensors")).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let i64s = |t: &str| -> (Vec<usize>, Vec<i64>) {
-        let v = st.tensor(t).unwrap();
-        (
-            v.shape().to_vec(),
-            v.data()
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-        )
-    };
-    let mut out = Vec::new();
-    for k in 0.. {
-        let key = format!("case{k}.ids");
-        if st.tensor(&key).is_err() {
-            break;
-        }
-        let (shape, ids) = i64s(&key);
-        let (b, l) = (shape[0], shape[1]);
-        let (gshape, greedy) = i64s(&format!("case{k}.greedy"));
-        let logits = st.tensor(&format!("case{k}.logits")).unwrap();
-        out.push(Case {
-            batch: b,
-            len: l,
-            ids: ids
-                .chunks(l)
-                .map(|r| r.iter().map(|&x| x as u32).collect())
-                .collect(),
-            logits: logits
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            greedy: greedy
-                .chunks(gshape[1])
-                .map(|r| r.iter().map(|&x| x as u32).collect())
-                .collect(),
-        });
-    }
-    assert!(!out.is_empty(), "{name}: no cases");
-    out
-}
-
-fn refs(c: &Case) -> Vec<&[u32]> {
-    c.ids.iter().map(|r| &r[..]).collect()
-}
-
-/// Largest |got - want| and the largest |want|.
-fn max_diff(got: &[f32], want: &[f32]) -> (f32, f32) {
-    assert_eq!(got.len(), want.len());
-    let mut d = 0.0f32;
-    for (g, w) in got.iter().zip(want) {
-        assert!(g.is_finite(), "non-finite logit {g}");
-        d = d.max((g - w).abs());
-    }
-    (d, want.iter().fold(0.0f32, |m, w| m.max(w.abs())))
-}
-
-/// The bar: max abs difference ≤ 1e-4 · max|logit| in f32. transformers' own f32 and
-/// f64 logits differ by up to 1.5e-5 on these fixtures (see the manifest), so this leaves
-/// room for a different summation order but not for a wrong term.
-fn assert_logits(what: &str, got: &[f32], want: &[f32]) {
-    let (d, scale) = max_diff(got, want);
-    eprintln!(
-        "{what}: max |Δlogit| = {d:.3e} (max |logit| {scale:.2}, ratio {:.2e})",
-        d / scale
-    );
-    assert!(
-        d <= 1e-4 * scale,
-        "{what}: max |Δlogit| {d:e} > 1e-4 · {scale}"
-    );
-}
 
 fn load(name: &str) -> Mamba1 {
     Mamba1::load(shared().clone(), &fixture_dir(name)).unwrap_or_else(|e| panic!("{name}: {e}"))

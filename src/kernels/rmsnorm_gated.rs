@@ -36,7 +36,7 @@ pub struct RmsnormGatedParams {
 
 /// Fails when `group` is 0 or does not divide `cols` (the shader checks neither).
 pub fn check_params(params: &RmsnormGatedParams) -> Result<()> {
-    if params.group == 0 || params.cols % params.group != 0 {
+    if params.group == 0 || !params.cols.is_multiple_of(params.group) {
         return Err(Error::Shape(format!(
             "rmsnorm_gated: group {} does not divide cols {}",
             params.group, params.cols

@@ -66,7 +66,7 @@ pub fn check_params(params: &SsdStateUpdateParams) -> Result<()> {
             params.nheads, params.head_dim, params.d_state, params.ngroups
         )));
     }
-    if params.nheads % params.ngroups != 0 {
+    if !params.nheads.is_multiple_of(params.ngroups) {
         return Err(Error::Shape(format!(
             "ssd_state_update: nheads {} is not a multiple of ngroups {}",
             params.nheads, params.ngroups

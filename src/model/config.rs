@@ -263,3 +263,254 @@ impl Mamba1Config {
             .next_multiple_of(self.pad_vocab_size_multiple.max(1))
     }
 }
+
+/// The dimensions and switches of a Mamba-2 model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mamba2Config {
+    /// Residual stream width (`hidden_size` / `d_model`).
+    pub d_model: usize,
+    /// Number of blocks.
+    pub n_layer: usize,
+    /// Vocabulary size as the config states it.
+    pub vocab_size: usize,
+    /// Embedding rows the state-spaces spelling pads the vocabulary up to a multiple of.
+    pub pad_vocab_size_multiple: usize,
+    /// SSM state size N (`state_size` / `d_state`).
+    pub d_state: usize,
+    /// Causal conv taps.
+    pub d_conv: usize,
+    /// Inner width, `expand · d_model` = `num_heads · head_dim`.
+    pub d_inner: usize,
+    /// Heads H.
+    pub num_heads: usize,
+    /// Channels per head P.
+    pub head_dim: usize,
+    /// Groups G sharing B and C; head h reads group h / (H / G).
+    pub n_groups: usize,
+    /// SSD chunk length Q.
+    pub chunk_size: usize,
+    /// Lower clamp of the step Δ (`time_step_limit[0]`).
+    pub dt_min: f32,
+    /// Upper clamp of the step Δ (`time_step_limit[1]`; infinite for none).
+    pub dt_max: f32,
+    /// RMSNorm epsilon (block norms and the gated norm).
+    pub eps: f32,
+    /// The gated norm normalises before gating (false in every published Mamba-2).
+    pub norm_before_gate: bool,
+    /// in_proj and out_proj have biases.
+    pub use_bias: bool,
+    /// conv1d has a bias.
+    pub use_conv_bias: bool,
+    /// lm_head shares the embedding's weights.
+    pub tie_embeddings: bool,
+    /// End-of-sequence token, where the config names one.
+    pub eos_token_id: Option<u32>,
+}
+
+/// A float that JSON may spell as a number, as transformers' `{"__float__": "Infinity"}`, or as
+/// the strings "inf"/"Infinity"; `null` reads as `default`.
+fn json_float(file: &Path, v: Option<&Value>, what: &str, default: f64) -> Result<f64> {
+    let bad = || {
+        err(
+            file,
+            format!(
+                "`{what}` is not a number: {}",
+                v.map(|x| x.to_string()).unwrap_or_default()
+            ),
+        )
+    };
+    let word = |s: &str| match s.trim_start_matches(['+']).to_ascii_lowercase().as_str() {
+        "inf" | "infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    };
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => n.as_f64().ok_or_else(bad),
+        Some(Value::String(s)) => word(s).ok_or_else(bad),
+        Some(Value::Object(o)) => o
+            .get("__float__")
+            .and_then(Value::as_str)
+            .and_then(word)
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+impl Mamba2Config {
+    /// Parses either spelling (HF `Mamba2Config`, or state-spaces with `ssm_cfg.layer = "Mamba2"`).
+    pub fn from_json(file: &Path, v: &Value) -> Result<Self> {
+        if !v.is_object() {
+            return Err(err(file, "the config is not a JSON object"));
+        }
+        let ssm = v.get("ssm_cfg").cloned().unwrap_or(Value::Null);
+        let state_spaces = v.get("d_model").is_some() && v.get("hidden_size").is_none();
+        // Fields live at the top level (HF) or under ssm_cfg (state-spaces).
+        let mut m = serde_json::Map::new();
+        for src in [&ssm, v] {
+            if let Some(o) = src.as_object() {
+                for (k, x) in o {
+                    m.insert(k.clone(), x.clone());
+                }
+            }
+        }
+        let f = Value::Object(m);
+        let d_model = usize_field(file, &f, &["hidden_size", "d_model"], None)?;
+        let n_layer = usize_field(file, &f, &["num_hidden_layers", "n_layer"], None)?;
+        let vocab_size = usize_field(file, &f, &["vocab_size"], None)?;
+        let pad = if state_spaces {
+            usize_field(file, &f, &["pad_vocab_size_multiple"], Some(8))?
+        } else {
+            1
+        };
+        let expand = usize_field(file, &f, &["expand"], Some(2))?;
+        let d_inner = expand
+            .checked_mul(d_model)
+            .ok_or_else(|| err(file, "expand · d_model overflows"))?;
+        let head_dim = usize_field(file, &f, &["head_dim", "headdim"], Some(64))?;
+        let num_heads = match get(&f, &["num_heads"]) {
+            Some(_) => usize_field(file, &f, &["num_heads"], None)?,
+            None => d_inner / head_dim,
+        };
+        if num_heads.checked_mul(head_dim) != Some(d_inner) {
+            return Err(err(
+                file,
+                format!("num_heads {num_heads} × head_dim {head_dim} must equal expand · hidden_size = {d_inner}"),
+            ));
+        }
+        let n_groups = usize_field(file, &f, &["n_groups", "ngroups"], Some(1))?;
+        if num_heads % n_groups != 0 {
+            return Err(err(
+                file,
+                format!("n_groups {n_groups} does not divide num_heads {num_heads}"),
+            ));
+        }
+        let limit = get(&f, &["time_step_limit", "dt_limit"]);
+        let (lo, hi) = match limit {
+            Some(Value::Array(a)) if a.len() == 2 => (
+                json_float(file, a.first(), "time_step_limit[0]", 0.0)?,
+                json_float(file, a.get(1), "time_step_limit[1]", f64::INFINITY)?,
+            ),
+            None | Some(Value::Null) => (0.0, f64::INFINITY),
+            Some(x) => {
+                return Err(err(
+                    file,
+                    format!("`time_step_limit` must be a pair, got {x}"),
+                ))
+            }
+        };
+        if lo.is_nan() || hi.is_nan() || lo > hi || lo < 0.0 {
+            return Err(err(
+                file,
+                format!("`time_step_limit` ({lo}, {hi}) is not an interval of steps ≥ 0"),
+            ));
+        }
+        let eps = json_float(
+            file,
+            get(&f, &["layer_norm_epsilon", "norm_epsilon"]),
+            "layer_norm_epsilon",
+            1e-5,
+        )?;
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(err(
+                file,
+                "`layer_norm_epsilon` must be a non-negative number",
+            ));
+        }
+        if !bool_field(file, &f, &["rms_norm", "rmsnorm"], true)? {
+            return Err(err(file, "rms_norm = false (LayerNorm) is not supported"));
+        }
+        if let Some(act) = f.get("hidden_act").and_then(Value::as_str) {
+            if act != "silu" {
+                return Err(err(
+                    file,
+                    format!("hidden_act `{act}` is not supported (only silu)"),
+                ));
+            }
+        }
+        let cfg = Self {
+            d_model,
+            n_layer,
+            vocab_size,
+            pad_vocab_size_multiple: pad,
+            d_state: usize_field(file, &f, &["state_size", "d_state"], Some(128))?,
+            d_conv: usize_field(file, &f, &["conv_kernel", "d_conv"], Some(4))?,
+            d_inner,
+            num_heads,
+            head_dim,
+            n_groups,
+            chunk_size: usize_field(file, &f, &["chunk_size"], Some(256))?,
+            dt_min: lo as f32,
+            dt_max: if hi.is_finite() {
+                hi as f32
+            } else {
+                f32::INFINITY
+            },
+            eps: eps as f32,
+            norm_before_gate: bool_field(file, &f, &["norm_before_gate"], false)?,
+            use_bias: bool_field(file, &f, &["use_bias", "bias"], false)?,
+            use_conv_bias: bool_field(file, &f, &["use_conv_bias", "conv_bias"], true)?,
+            tie_embeddings: bool_field(file, &f, &["tie_word_embeddings", "tie_embeddings"], true)?,
+            eos_token_id: get(&f, &["eos_token_id"])
+                .and_then(Value::as_u64)
+                .and_then(|x| u32::try_from(x).ok()),
+        };
+        if cfg.d_conv < 2 || cfg.d_conv > 8 {
+            return Err(err(
+                file,
+                format!("conv kernel {} is outside the supported 2..=8", cfg.d_conv),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Embedding rows the checkpoint should have: the vocabulary padded to the multiple.
+    pub fn padded_vocab(&self) -> usize {
+        self.vocab_size
+            .next_multiple_of(self.pad_vocab_size_multiple.max(1))
+    }
+
+    /// Channels of the causal conv: x, B and C together.
+    pub fn conv_dim(&self) -> usize {
+        self.d_inner + 2 * self.n_groups * self.d_state
+    }
+
+    /// Output width of in_proj: z, xBC, dt.
+    pub fn d_in_proj(&self) -> usize {
+        self.d_inner + self.conv_dim() + self.num_heads
+    }
+
+    /// The dimensions of a published Mamba-2 checkpoint (`mamba2-130m`, `mamba2-370m`,
+    /// `mamba2-780m`, `mamba2-1.3b`, `mamba2-2.7b`), for benches with random weights.
+    pub fn preset(name: &str) -> Option<Self> {
+        let (d_model, n_layer) = match name {
+            "mamba2-130m" => (768, 24),
+            "mamba2-370m" => (1024, 48),
+            "mamba2-780m" => (1536, 48),
+            "mamba2-1.3b" => (2048, 48),
+            "mamba2-2.7b" => (2560, 64),
+            _ => return None,
+        };
+        Some(Self {
+            d_model,
+            n_layer,
+            vocab_size: 50277,
+            pad_vocab_size_multiple: 16,
+            d_state: 128,
+            d_conv: 4,
+            d_inner: 2 * d_model,
+            num_heads: 2 * d_model / 64,
+            head_dim: 64,
+            n_groups: 1,
+            chunk_size: 256,
+            dt_min: 0.0,
+            dt_max: f32::INFINITY,
+            eps: 1e-5,
+            norm_before_gate: false,
+            use_bias: false,
+            use_conv_bias: true,
+            tie_embeddings: true,
+            eos_token_id: Some(0),
+        })
+    }
+}

@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub(crate) mod lm;
 pub mod mamba1;
+pub mod mamba2;
 pub(crate) mod plan;
 pub mod weights;
 
@@ -14,15 +15,18 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 pub use crate::kernels::sample::SamplingConfig as Sampling;
-pub use config::{Family, Mamba1Config};
+pub use config::{Family, Mamba1Config, Mamba2Config};
 pub use lm::{Session, SessionOptions};
 pub use mamba1::Mamba1;
+pub use mamba2::Mamba2;
 
 /// A loaded model of any supported family.
 #[derive(Clone, Debug)]
 pub enum Model {
     /// Mamba-1.
     Mamba1(Mamba1),
+    /// Mamba-2.
+    Mamba2(Mamba2),
 }
 
 impl Model {
@@ -39,10 +43,7 @@ impl Model {
         let v = config::read_json(&cfg_path)?;
         match config::family(&cfg_path, &v)? {
             Family::Mamba1 => Ok(Model::Mamba1(Mamba1::load(ctx, dir)?)),
-            Family::Mamba2 => Err(Error::Config {
-                file: cfg_path,
-                msg: "Mamba-2 checkpoints are not supported yet".into(),
-            }),
+            Family::Mamba2 => Ok(Model::Mamba2(Mamba2::load(ctx, dir)?)),
         }
     }
 
@@ -50,6 +51,7 @@ impl Model {
     pub fn session(&self, options: &SessionOptions) -> Result<Session> {
         match self {
             Model::Mamba1(m) => m.session(options),
+            Model::Mamba2(m) => m.session(options),
         }
     }
 
@@ -57,6 +59,7 @@ impl Model {
     pub fn vocab(&self) -> usize {
         match self {
             Model::Mamba1(m) => m.vocab(),
+            Model::Mamba2(m) => m.vocab(),
         }
     }
 
@@ -64,6 +67,7 @@ impl Model {
     pub fn eos_token_id(&self) -> Option<u32> {
         match self {
             Model::Mamba1(m) => m.config().eos_token_id,
+            Model::Mamba2(m) => m.config().eos_token_id,
         }
     }
 }

@@ -5,6 +5,8 @@ use std::sync::{Arc, OnceLock};
 
 use mamba_wgpu::GpuContext;
 
+pub mod fixtures;
+
 /// The test binary's one device. Fails loudly when there is no adapter: CI installs lavapipe,
 /// so a silent skip would hide a broken setup.
 pub fn ctx() -> &'static GpuContext {

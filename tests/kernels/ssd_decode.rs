@@ -219,12 +219,6 @@ impl Problem {
 fn assert_ssd_close(what: &str, got: &[f32], want: &[f32], len: usize) {
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let k = 1e-5 * (len as f32).sqrt();
-    let r = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / (k * scale + k * w.abs()))
-        .fold(0.0f32, f32::max);
-    eprintln!("RATIO {r:.4} {what}");
     assert_close(what, got, want, k * scale, k);
 }
 
@@ -569,12 +563,6 @@ fn check_gated(rows: usize, group: usize, ngroups: usize, norm_before_gate: bool
 /// See the module docs for the tolerance.
 fn assert_norm_close(what: &str, got: &[f32], want: &[f32], group: usize) {
     let k = 1e-5 * (group as f32).sqrt().max(1.0);
-    let r = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs() / (1e-6 + k * w.abs()))
-        .fold(0.0f32, f32::max);
-    eprintln!("RATIO {r:.4} {what}");
     assert_close(what, got, want, 1e-6, k);
 }
 

@@ -1,0 +1,531 @@
+//! Mamba-2: the SSD mixer (state space duality: the scan computed chunk by chunk as matmuls),
+//! loaded from a checkpoint (either spelling) or built from seeded random weights.
+//!
+//! The mixer, for `rows = batch · len` tokens (transformers' `Mamba2Mixer`):
+//! ```text
+//! zxbcdt = normed · in_projᵀ (+ bias)        [rows, d_inner + conv_dim + H]: z | xBC | dt
+//! xbc    = silu(causal_conv1d(xBC) + bias)   conv_dim = d_inner + 2·G·N channels
+//! dt     = clamp(softplus(dt + dt_bias), time_step_limit)        (prefill and decode alike)
+//! y      = SSD(x, dt, A = -exp(A_log), B, C) + D·x   (chunk cumsum, chunk states, state
+//!          passing, chunk scan; or the one-token state update when decoding)
+//! yn     = rmsnorm_per_group(y · silu(z)) · norm.weight
+//! mix    = yn · out_projᵀ (+ bias)
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::context::GpuContext;
+use crate::error::Result;
+use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
+use crate::kernels::conv1d_step::Conv1dStep;
+use crate::kernels::rmsnorm_gated::{RmsnormGated, RmsnormGatedBuffers, RmsnormGatedParams};
+use crate::kernels::ssd_chunk_cumsum::{
+    SsdChunkCumsum, SsdChunkCumsumBuffers, SsdChunkCumsumParams,
+};
+use crate::kernels::ssd_chunk_scan::{SsdChunkScan, SsdChunkScanBuffers, SsdChunkScanParams};
+use crate::kernels::ssd_chunk_state::{SsdChunkState, SsdChunkStateBuffers, SsdChunkStateParams};
+use crate::kernels::ssd_state_passing::{
+    SsdStatePassing, SsdStatePassingBuffers, SsdStatePassingParams,
+};
+use crate::kernels::ssd_state_update::{
+    SsdStateUpdate, SsdStateUpdateBuffers, SsdStateUpdateParams,
+};
+use crate::model::checkpoint::Checkpoint;
+use crate::model::config::{read_json, Mamba2Config};
+use crate::model::lm::{matrix, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions};
+use crate::model::plan::Plan;
+use crate::model::weights::{RandomWeights, WeightSource};
+use crate::tensor::{GpuTensor, PagedMatrix};
+
+struct Layer {
+    in_proj: PagedMatrix,
+    in_proj_bias: Option<GpuTensor>,
+    conv_w: GpuTensor,
+    conv_b: Option<GpuTensor>,
+    /// A_log `[H]`, then D `[H]`, then dt_bias `[H]` (the SSD kernels' packing).
+    heads: GpuTensor,
+    norm: GpuTensor,
+    out_proj: PagedMatrix,
+    out_proj_bias: Option<GpuTensor>,
+}
+
+struct Kernels {
+    conv1d: Conv1d,
+    conv1d_step: Conv1dStep,
+    cumsum: SsdChunkCumsum,
+    chunk_state: SsdChunkState,
+    state_passing: SsdStatePassing,
+    chunk_scan: SsdChunkScan,
+    state_update: SsdStateUpdate,
+    norm: RmsnormGated,
+}
+
+struct Mamba2Mixer {
+    cfg: Mamba2Config,
+    layers: Vec<Layer>,
+    k: Kernels,
+}
+
+/// A Mamba-2 model on the GPU. Cheap to clone; sessions share its weights.
+#[derive(Clone)]
+pub struct Mamba2 {
+    lm: Arc<Lm>,
+    cfg: Mamba2Config,
+}
+
+impl std::fmt::Debug for Mamba2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mamba2").field("config", &self.cfg).finish()
+    }
+}
+
+fn opt_vector(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    n: usize,
+    wanted: bool,
+) -> Result<Option<GpuTensor>> {
+    wanted.then(|| vector(ctx, src, name, &[n])).transpose()
+}
+
+impl Mamba2 {
+    /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto `ctx`'s device.
+    pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let cfg = Mamba2Config::from_json(&cfg_path, &read_json(&cfg_path)?)?;
+        let ck = Checkpoint::open(dir)?;
+        Self::from_source(ctx, cfg, &ck)
+    }
+
+    /// Uploads the weights `src` holds for a model described by `cfg`.
+    pub fn from_source(
+        ctx: Arc<GpuContext>,
+        cfg: Mamba2Config,
+        src: &dyn WeightSource,
+    ) -> Result<Self> {
+        let (d, e, h, k) = (cfg.d_model, cfg.d_inner, cfg.num_heads, cfg.d_conv);
+        let (conv_dim, d_in_proj) = (cfg.conv_dim(), cfg.d_in_proj());
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let m = format!("backbone.layers.{i}.mixer.");
+            let heads: Vec<f32> = [
+                src.f32(&format!("{m}A_log"), &[h])?,
+                src.f32(&format!("{m}D"), &[h])?,
+                src.f32(&format!("{m}dt_bias"), &[h])?,
+            ]
+            .concat();
+            layers.push(Layer {
+                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), d_in_proj, d)?,
+                in_proj_bias: opt_vector(
+                    &ctx,
+                    src,
+                    &format!("{m}in_proj.bias"),
+                    d_in_proj,
+                    cfg.use_bias,
+                )?,
+                conv_w: vector(&ctx, src, &format!("{m}conv1d.weight"), &[conv_dim, 1, k])?,
+                conv_b: opt_vector(
+                    &ctx,
+                    src,
+                    &format!("{m}conv1d.bias"),
+                    conv_dim,
+                    cfg.use_conv_bias,
+                )?,
+                heads: GpuTensor::from_slice(&ctx, "heads", &heads, &[3 * h])?,
+                norm: vector(&ctx, src, &format!("{m}norm.weight"), &[e])?,
+                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e)?,
+                out_proj_bias: opt_vector(
+                    &ctx,
+                    src,
+                    &format!("{m}out_proj.bias"),
+                    d,
+                    cfg.use_bias,
+                )?,
+            });
+        }
+        let k = Kernels {
+            conv1d: Conv1d::new(&ctx)?,
+            conv1d_step: Conv1dStep::new(&ctx)?,
+            cumsum: SsdChunkCumsum::new(&ctx)?,
+            chunk_state: SsdChunkState::new(&ctx)?,
+            state_passing: SsdStatePassing::new(&ctx)?,
+            chunk_scan: SsdChunkScan::new(&ctx)?,
+            state_update: SsdStateUpdate::new(&ctx)?,
+            norm: RmsnormGated::new(&ctx)?,
+        };
+        let dims = LmDims {
+            d_model: d,
+            n_layer: cfg.n_layer,
+            vocab_size: cfg.vocab_size,
+            padded_vocab: cfg.padded_vocab(),
+            tie_embeddings: cfg.tie_embeddings,
+            eps: cfg.eps,
+        };
+        let mixer = Mamba2Mixer {
+            cfg: cfg.clone(),
+            layers,
+            k,
+        };
+        let lm = Lm::load(ctx, src, &dims, Box::new(mixer))?;
+        Ok(Self {
+            lm: Arc::new(lm),
+            cfg,
+        })
+    }
+
+    /// The names and shapes of every tensor a checkpoint of `cfg` holds (HF spelling).
+    pub fn tensor_shapes(cfg: &Mamba2Config) -> HashMap<String, Vec<usize>> {
+        let (d, e, h, k) = (cfg.d_model, cfg.d_inner, cfg.num_heads, cfg.d_conv);
+        let mut t = HashMap::new();
+        t.insert(
+            "backbone.embeddings.weight".to_string(),
+            vec![cfg.padded_vocab(), d],
+        );
+        t.insert("backbone.norm_f.weight".to_string(), vec![d]);
+        if !cfg.tie_embeddings {
+            t.insert("lm_head.weight".to_string(), vec![cfg.padded_vocab(), d]);
+        }
+        for i in 0..cfg.n_layer {
+            let m = format!("backbone.layers.{i}.mixer.");
+            t.insert(format!("backbone.layers.{i}.norm.weight"), vec![d]);
+            t.insert(format!("{m}in_proj.weight"), vec![cfg.d_in_proj(), d]);
+            t.insert(format!("{m}conv1d.weight"), vec![cfg.conv_dim(), 1, k]);
+            for name in ["A_log", "D", "dt_bias"] {
+                t.insert(format!("{m}{name}"), vec![h]);
+            }
+            t.insert(format!("{m}norm.weight"), vec![e]);
+            t.insert(format!("{m}out_proj.weight"), vec![d, e]);
+            if cfg.use_conv_bias {
+                t.insert(format!("{m}conv1d.bias"), vec![cfg.conv_dim()]);
+            }
+            if cfg.use_bias {
+                t.insert(format!("{m}in_proj.bias"), vec![cfg.d_in_proj()]);
+                t.insert(format!("{m}out_proj.bias"), vec![d]);
+            }
+        }
+        t
+    }
+
+    /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on the GPU.
+    pub fn random(ctx: Arc<GpuContext>, cfg: Mamba2Config, seed: u64) -> Result<Self> {
+        let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
+        Self::from_source(ctx, cfg, &src)
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Mamba2Config {
+        &self.cfg
+    }
+
+    /// Logits per token: the embedding's rows.
+    pub fn vocab(&self) -> usize {
+        self.lm.vocab
+    }
+
+    /// Bytes of the weight matrices on the GPU (what one decode step streams).
+    pub fn weight_bytes(&self) -> u64 {
+        self.lm.weight_bytes()
+    }
+
+    /// The device context.
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.lm.ctx
+    }
+
+    /// Starts a session of `options.batch` sequences with zeroed states.
+    pub fn session(&self, options: &SessionOptions) -> Result<Session> {
+        Session::new(self.lm.clone(), options)
+    }
+}
+
+/// Indices into the mixer's activation buffers.
+const ZX: usize = 0;
+const XBC: usize = 1;
+const DT: usize = 2;
+const DACS: usize = 3;
+const CHUNKS: usize = 4;
+const Y: usize = 5;
+const YN: usize = 6;
+
+impl Mixer for Mamba2Mixer {
+    fn n_layer(&self) -> usize {
+        self.cfg.n_layer
+    }
+
+    /// Conv state `[batch, conv_dim, d_conv-1]`, SSM state `[batch, H, P, N]`.
+    fn state_lens(&self, batch: usize) -> Vec<usize> {
+        let c = &self.cfg;
+        vec![
+            batch * c.conv_dim() * (c.d_conv - 1),
+            batch * c.num_heads * c.head_dim * c.d_state,
+        ]
+    }
+
+    fn act_lens(&self, batch: usize, cap: usize) -> Vec<usize> {
+        let (c, rows) = (&self.cfg, batch * cap);
+        let nchunks = cap.div_ceil(c.chunk_size);
+        vec![
+            rows * c.d_in_proj(),
+            rows * c.conv_dim(),
+            rows * c.num_heads,
+            rows * c.num_heads,
+            batch * nchunks * c.num_heads * c.head_dim * c.d_state,
+            rows * c.d_inner,
+            rows * c.d_inner,
+        ]
+    }
+
+    fn widest_row(&self) -> usize {
+        // The chunk states hold H·P·N values per chunk of Q tokens: per token that is H·P·N / Q
+        // (rounded up, and a whole chunk's worth when the prompt is shorter than Q).
+        let c = &self.cfg;
+        c.d_in_proj()
+            .max((c.num_heads * c.head_dim * c.d_state).div_ceil(c.chunk_size))
+    }
+
+    fn weight_bytes(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| l.in_proj.bytes() + l.out_proj.bytes())
+            .sum()
+    }
+
+    fn record(&self, lm: &Lm, plan: &mut Plan, i: usize, r: &Rec<'_>) -> Result<()> {
+        let ctx = &*lm.ctx;
+        let c = &self.cfg;
+        let l = &self.layers[i];
+        let k = &self.k;
+        let a = r.acts;
+        let (b, cap, dm) = (r.batch, r.cap, c.d_model as u32);
+        let (e, h, p, n, g, q) = (
+            c.d_inner as u32,
+            c.num_heads as u32,
+            c.head_dim as u32,
+            c.d_state as u32,
+            c.n_groups as u32,
+            c.chunk_size as u32,
+        );
+        let (conv_dim, w) = (c.conv_dim() as u32, c.d_in_proj() as u32);
+        let (dt_min, dt_max) = (
+            c.dt_min,
+            if c.dt_max.is_finite() {
+                c.dt_max
+            } else {
+                f32::MAX
+            },
+        );
+        let all = Lm::all_rows(b);
+        // Columns of the in_proj output: z at 0, xBC at e, dt at e + conv_dim.
+        let dt_col = e + conv_dim;
+        // Columns of the conv output: x at 0, B at e, C at e + G·N.
+        let (b_col, c_col) = (e, e + g * n);
+
+        lm.linear(
+            plan,
+            r,
+            r.normed,
+            dm,
+            &l.in_proj,
+            l.in_proj_bias.as_ref(),
+            &a[ZX],
+            w,
+            all.clone(),
+        );
+        let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
+        let conv_params = move |len| Conv1dParams {
+            batch: b,
+            len,
+            channels: conv_dim,
+            kernel,
+            x_offset: e,
+            x_stride: w,
+            out_stride: conv_dim,
+            has_bias,
+        };
+        let conv_bufs = Conv1dBuffers {
+            x: &a[ZX],
+            weight: &l.conv_w.buffer,
+            bias: l.conv_b.as_ref().map(|t| &t.buffer).unwrap_or(&lm.dummy),
+            state: &r.states[0],
+            out: &a[XBC],
+        };
+        if r.decode {
+            plan.push(cap, conv_params, Conv1dStep::workgroups, |p| {
+                k.conv1d_step.bind(ctx, p, conv_bufs)
+            });
+            plan.push(
+                cap,
+                move |_| SsdStateUpdateParams {
+                    batch: b,
+                    nheads: h,
+                    head_dim: p,
+                    d_state: n,
+                    ngroups: g,
+                    x_offset: 0,
+                    x_stride: conv_dim,
+                    b_offset: b_col,
+                    c_offset: c_col,
+                    dt_offset: dt_col,
+                    dt_stride: w,
+                    y_stride: e,
+                    dt_min,
+                    dt_max,
+                    ..Default::default()
+                },
+                SsdStateUpdate::workgroups,
+                |prm| {
+                    let bufs = SsdStateUpdateBuffers {
+                        xbc: &a[XBC],
+                        dt_raw: &a[ZX],
+                        heads: &l.heads.buffer,
+                        state: &r.states[1],
+                        y: &a[Y],
+                    };
+                    k.state_update.bind(ctx, prm, bufs)
+                },
+            );
+        } else {
+            plan.push(cap, conv_params, Conv1d::workgroups, |p| {
+                k.conv1d.bind(ctx, p, conv_bufs)
+            });
+            plan.push(
+                cap,
+                move |len| SsdChunkCumsumParams {
+                    batch: b,
+                    len,
+                    nheads: h,
+                    chunk: q,
+                    dt_offset: dt_col,
+                    dt_stride: w,
+                    dt_min,
+                    dt_max,
+                },
+                SsdChunkCumsum::workgroups,
+                |prm| {
+                    let bufs = SsdChunkCumsumBuffers {
+                        dt_raw: &a[ZX],
+                        heads: &l.heads.buffer,
+                        dt: &a[DT],
+                        dacs: &a[DACS],
+                    };
+                    k.cumsum.bind(ctx, prm, bufs)
+                },
+            );
+            plan.push(
+                cap,
+                move |len| SsdChunkStateParams {
+                    batch: b,
+                    len,
+                    nheads: h,
+                    head_dim: p,
+                    d_state: n,
+                    ngroups: g,
+                    chunk: q,
+                    x_offset: 0,
+                    x_stride: conv_dim,
+                    b_offset: b_col,
+                    ..Default::default()
+                },
+                SsdChunkState::workgroups,
+                |prm| {
+                    let bufs = SsdChunkStateBuffers {
+                        xbc: &a[XBC],
+                        dt: &a[DT],
+                        dacs: &a[DACS],
+                        states: &a[CHUNKS],
+                    };
+                    k.chunk_state.bind(ctx, prm, bufs)
+                },
+            );
+            plan.push(
+                cap,
+                move |len| SsdStatePassingParams {
+                    batch: b,
+                    len,
+                    nheads: h,
+                    head_dim: p,
+                    d_state: n,
+                    chunk: q,
+                    ..Default::default()
+                },
+                SsdStatePassing::workgroups,
+                |prm| {
+                    let bufs = SsdStatePassingBuffers {
+                        dacs: &a[DACS],
+                        states: &a[CHUNKS],
+                        state: &r.states[1],
+                    };
+                    k.state_passing.bind(ctx, prm, bufs)
+                },
+            );
+            plan.push(
+                cap,
+                move |len| SsdChunkScanParams {
+                    batch: b,
+                    len,
+                    nheads: h,
+                    head_dim: p,
+                    d_state: n,
+                    ngroups: g,
+                    chunk: q,
+                    x_offset: 0,
+                    x_stride: conv_dim,
+                    b_offset: b_col,
+                    c_offset: c_col,
+                    y_stride: e,
+                },
+                SsdChunkScan::workgroups,
+                |prm| {
+                    let bufs = SsdChunkScanBuffers {
+                        xbc: &a[XBC],
+                        dt: &a[DT],
+                        dacs: &a[DACS],
+                        states: &a[CHUNKS],
+                        heads: &l.heads.buffer,
+                        y: &a[Y],
+                    };
+                    k.chunk_scan.bind(ctx, prm, bufs)
+                },
+            );
+        }
+        let (eps, group, nbg) = (c.eps, e / g, c.norm_before_gate as u32);
+        plan.push(
+            cap,
+            move |len| RmsnormGatedParams {
+                rows: b * len,
+                cols: e,
+                group,
+                eps,
+                z_offset: 0,
+                z_stride: w,
+                norm_before_gate: nbg,
+                ..Default::default()
+            },
+            RmsnormGated::workgroups,
+            |prm| {
+                let bufs = RmsnormGatedBuffers {
+                    y: &a[Y],
+                    z: &a[ZX],
+                    weight: &l.norm.buffer,
+                    out: &a[YN],
+                };
+                k.norm.bind(ctx, prm, bufs)
+            },
+        );
+        lm.linear(
+            plan,
+            r,
+            &a[YN],
+            e,
+            &l.out_proj,
+            l.out_proj_bias.as_ref(),
+            r.mix,
+            dm,
+            all,
+        );
+        Ok(())
+    }
+}
