@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use mamba_wgpu::model::Mamba1Config;
-use mamba_wgpu::{GpuContext, Mamba1, Sampling, SessionOptions};
+use mamba_wgpu::{GpuContext, Model, Sampling, SessionOptions};
 
 #[derive(Parser)]
 struct Args {
-    /// mamba-130m, mamba-370m, mamba-790m, mamba-1.4b or mamba-2.8b (random weights).
+    /// mamba-130m ... mamba-2.8b or mamba2-130m ... mamba2-2.7b (random weights).
     #[arg(long, default_value = "mamba-130m")]
     preset: String,
     /// A checkpoint folder instead of a preset.
@@ -49,12 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let adapter = ctx.adapter_name();
     let t = Instant::now();
     let (model, name) = match &a.model {
-        Some(dir) => (Mamba1::load(ctx.clone(), dir)?, dir.display().to_string()),
-        None => {
-            let cfg = Mamba1Config::preset(&a.preset)
-                .ok_or_else(|| format!("unknown preset {}", a.preset))?;
-            (Mamba1::random(ctx.clone(), cfg, 1)?, a.preset.clone())
-        }
+        Some(dir) => (Model::load(ctx.clone(), dir)?, dir.display().to_string()),
+        None => (Model::preset(ctx.clone(), &a.preset, 1)?, a.preset.clone()),
     };
     eprintln!(
         "{name}: built in {:.1} s on {adapter}",

@@ -19,10 +19,19 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A temporary copy of a fixture folder.
+/// A temporary copy of a Mamba-1 fixture folder.
 fn copy_fixture(name: &str) -> tempfile::TempDir {
+    copy_family_fixture("mamba1", name)
+}
+
+/// A temporary copy of a fixture folder of either family.
+fn copy_family_fixture(family: &str, name: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(family)
+        .join(name);
+    for entry in std::fs::read_dir(src).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
     }
@@ -308,4 +317,38 @@ fn tensors_over_the_device_limit_are_refused_up_front() {
     };
     assert!(matches!(e, Error::LimitExceeded { .. }), "{e}");
     says(&e, &["256"]);
+}
+
+#[test]
+fn bad_mamba2_configs() {
+    let d = copy_family_fixture("mamba2", "groups2_hd12");
+    edit_config(d.path(), |v| v["num_heads"] = serde_json::json!(5));
+    says(&load_err(d.path()), &["num_heads 5", "head_dim 12", "72"]);
+
+    let d = copy_family_fixture("mamba2", "groups2_hd12");
+    edit_config(d.path(), |v| v["n_groups"] = serde_json::json!(4));
+    says(&load_err(d.path()), &["n_groups 4", "num_heads 6"]);
+
+    let d = copy_family_fixture("mamba2", "groups2_hd12");
+    edit_config(d.path(), |v| {
+        v["time_step_limit"] = serde_json::json!([0.5, 0.1])
+    });
+    says(&load_err(d.path()), &["time_step_limit"]);
+
+    let d = copy_family_fixture("mamba2", "groups2_hd12");
+    edit_config(d.path(), |v| {
+        v["time_step_limit"] = serde_json::json!([0.0, "lots"])
+    });
+    says(&load_err(d.path()), &["time_step_limit[1]"]);
+
+    // Weights of another shape than the config implies: the gated norm's weight.
+    let d = copy_family_fixture("mamba2", "g1_small");
+    edit_config(d.path(), |v| v["n_groups"] = serde_json::json!(2));
+    says(&load_err(d.path()), &["in_proj.weight", "shape"]);
+
+    let d = copy_family_fixture("mamba2", "state_spaces");
+    edit_config(d.path(), |v| {
+        v["ssm_cfg"]["headdim"] = serde_json::json!(24)
+    });
+    says(&load_err(d.path()), &["head_dim 24"]);
 }

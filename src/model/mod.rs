@@ -47,6 +47,26 @@ impl Model {
         }
     }
 
+    /// A random-weight model of a published checkpoint's dimensions (`mamba-130m` ...
+    /// `mamba-2.8b`, `mamba2-130m` ... `mamba2-2.7b`), built directly on the GPU.
+    pub fn preset(ctx: Arc<GpuContext>, name: &str, seed: u64) -> Result<Self> {
+        if let Some(cfg) = Mamba1Config::preset(name) {
+            return Ok(Model::Mamba1(Mamba1::random(ctx, cfg, seed)?));
+        }
+        if let Some(cfg) = Mamba2Config::preset(name) {
+            return Ok(Model::Mamba2(Mamba2::random(ctx, cfg, seed)?));
+        }
+        Err(Error::InvalidInput(format!("unknown preset `{name}`")))
+    }
+
+    /// Bytes of the weight matrices on the GPU (what one decode step streams).
+    pub fn weight_bytes(&self) -> u64 {
+        match self {
+            Model::Mamba1(m) => m.weight_bytes(),
+            Model::Mamba2(m) => m.weight_bytes(),
+        }
+    }
+
     /// Starts a generation session.
     pub fn session(&self, options: &SessionOptions) -> Result<Session> {
         match self {
