@@ -13,23 +13,24 @@
 //           Row r = b*len + t; chunk c holds tokens c*Q .. min(c*Q + Q, len) - 1.
 // Params:   12 x 4 bytes (48 bytes), mirrored by `SsdChunkScanParams`.
 // Geometry: one workgroup of 64 invocations per (b, c, h, 32-token tile of t, 64-column tile of
-//           p): batch*nchunks*H*T*ceil(P/64) workgroups folded into (x, y), T = ceil(min(Q, len)/32), linear
-//           index ((((b*nchunks + c)*H + h)*T + t-tile)*ceil(P/64) + p-tile); t-tiles past a
-//           partial last chunk return at once. Invocation lid owns the 4x8 outputs
-//           t = 4*(lid/8) + i, p = lid%8 + 8j (p-neighbours in neighbouring invocations: coalesced
-//           x reads and y stores). Any Q, P and N work (every dimension is tiled); P = 64, the
-//           head_dim of the Mamba-2 checkpoints, is one p-tile, so C·Bᵀ is computed once.
+//           p): batch*nchunks*H*T*ceil(P/64) workgroups, T = ceil(min(Q, len)/32), folded into
+//           (x, y); linear index ((((b*nchunks + c)*H + h)*T + t-tile)*ceil(P/64) + p-tile).
+//           t-tiles past a partial last chunk return at once. Invocation lid owns the 4x8
+//           outputs t = 4*(lid/8) + i, p = 4*(lid%8) + j and 32 + 4*(lid%8) + j (i, j < 4).
+//           Any Q, P and N work (every dimension is tiled); P = 64, the head_dim of the Mamba-2
+//           checkpoints, is one p-tile, so C·Bᵀ is computed once per head.
 // Math:     y_t[p] = exp(dacs_t) * sum_n C_t[n] * S'_c[p, n]                       (inter-chunk)
 //                  + sum_{s in c, s <= t} G[t, s] * dt_s * x_s[p]                   (intra-chunk)
 //                  + D[h] * x_t[p],
-//           G[t, s] = (C_t · B_s) * exp(min(dacs_t - dacs_s, 0)).
+//           G[t, s] = (C_t · B_s) * exp(min(dacs_t - dacs_s, 0))  (dacs is non-increasing
+//           within a chunk; the min guards rounding).
 //           Inter: a [32 x N]·[N x 64] product, C and S' staged in 32-wide slices of n.
 //           Intra: for each 32-token tile of s up to the diagonal (tiles past t are skipped
-//           whole; the diagonal tile is masked per element), first G = C·Bᵀ (a [32 x N]·[N x 32]
-//           product, n in 32-wide slices) kept in registers, then masked and decayed into
+//           whole; the diagonal tile is masked per element), first G = C·Bᵀ (a [32 x N] by
+//           [N x 32] product, n in 32-wide slices) kept in registers, then masked and decayed into
 //           workgroup memory, then y += G·(dt·X) with dt folded into the X tile as it is loaded.
-//           f32 accumulation throughout. Rows of [row][n] tiles are padded to 33 floats so the
-//           32 rows read at one n hit distinct banks.
+//           f32 accumulation throughout. Each C, B, S', x element is read from global memory
+//           once per tile that needs it, with neighbouring invocations on neighbouring floats.
 
 struct Params {
     batch: u32,
@@ -59,11 +60,17 @@ const TM: u32 = 32u; // tokens t per workgroup
 const TS: u32 = 32u; // tokens s per intra-chunk tile (= TM, so tiles align on the diagonal)
 const TP: u32 = 64u; // p per workgroup
 const NK: u32 = 32u; // n per reduction slice
-const LD: u32 = 33u; // padded row length of [row][n] tiles
+// Row strides in vec4s of the [k][row/4] tiles: 8 or 16 vec4s of data plus one of padding,
+// so the 4 stores of one invocation group in a staging step spread over the banks.
+const LD8: u32 = 9u;
+const LD16: u32 = 17u;
 
-// Workgroup memory: (1056 + 2112 + 3 * 32) * 4 = 13,056 bytes, under WebGPU's 16 KiB.
-var<workgroup> tile_a: array<f32, 1056>; // C slice [TM][LD], then G [TM][LD]
-var<workgroup> tile_b: array<f32, 2112>; // S' slice [TP][LD], B slice [TS][LD], or dt·X [TS][TP]
+// Workgroup memory: (288 + 544) * 16 + 3 * 32 * 4 = 13,696 bytes, under WebGPU's 16 KiB.
+// Every tile holds vec4s of 4 consecutive rows (t, s or p) at one k (n or s): one vec4 load
+// then feeds 4 multiply-adds (workgroup loads are gathers on lavapipe).
+var<workgroup> tile_a: array<vec4<f32>, 288>; // C slice [NK][LD8] (t), then G [TS][LD8] (t)
+// S' [NK][LD16] (p), then B [NK][LD8] (s) and dt·X [TS][LD16] (p) for each s-tile.
+var<workgroup> tile_b: array<vec4<f32>, 544>;
 var<workgroup> dacs_t: array<f32, TM>;
 var<workgroup> dacs_s: array<f32, TS>;
 var<workgroup> dt_s: array<f32, TS>;
@@ -97,6 +104,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if (t0 >= end) {
         return; // a t-tile past the end of a partial last chunk
     }
+    let t_end = min(t0 + TM, end);
     let g = h / (nh / params.ngroups);
     let p0 = pt * TP;
     let row0 = b * len; // row of token 0 of this sequence
@@ -105,9 +113,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let x_col = params.x_offset + h * hp + p0;
     let b_col = params.b_offset + g * ns;
     let c_col = params.c_offset + g * ns;
+    let sbase = bch * hp * ns;
 
+    // Invocation lid owns t = t0 + 4*ti + i and p = p0 + 4*lj + j (lo_i) or p0 + 32 + 4*lj + j
+    // (hi_i), j = 0..3; in the C·Bᵀ step, t as above and s = s0 + 4*lj + j (g_i).
     let ti = lid / 8u;
     let lj = lid % 8u;
+    // For staging [k][row/4] tiles: invocation (kk, rg) = (lid % 32, lid / 32) loads rows
+    // 4rg .. 4rg + 3 at k0 + kk, so 32 neighbouring invocations read 32 consecutive k (n is
+    // contiguous in C, B and S' rows) of 4 rows; more row groups step rg by 2.
+    let kk = lid % 32u;
+    let rg = lid / 32u;
 
     if (lid < TM) {
         var v = 0.0;
@@ -117,78 +133,99 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         dacs_t[lid] = v;
     }
 
-    // Inter-chunk: acc[i][j] = sum_n C_t[n] * S'[p, n], t = t0 + 4ti + i, p = p0 + lj + 8j.
-    var acc: array<array<f32, 8>, 4>;
-    let sbase = bch * hp * ns;
+    // Named vectors rather than indexed arrays so every compiler keeps them in registers.
+    var lo0 = vec4<f32>(0.0);
+    var lo1 = vec4<f32>(0.0);
+    var lo2 = vec4<f32>(0.0);
+    var lo3 = vec4<f32>(0.0);
+    var hi0 = vec4<f32>(0.0);
+    var hi1 = vec4<f32>(0.0);
+    var hi2 = vec4<f32>(0.0);
+    var hi3 = vec4<f32>(0.0);
+
+    // Inter-chunk: sum_n C_t[n] * S'[p, n], n in slices of 32.
     for (var n0 = 0u; n0 < ns; n0 += NK) {
         // The previous slice's readers are done.
         workgroupBarrier();
-        // C slice: 32 x 32, 16 per invocation, n fastest (coalesced row reads).
-        for (var k = 0u; k < (TM * NK) / WG; k++) {
-            let e = lid + k * WG;
-            let r = e / NK;
-            let n = e % NK;
-            var v = 0.0;
-            if (t0 + r < end && n0 + n < ns) {
-                v = xbc[(row0 + t0 + r) * stride + c_col + n0 + n];
-            }
-            tile_a[r * LD + n] = v;
-        }
-        // S' slice: 64 x 32, 32 per invocation, n fastest (S' rows are contiguous in n).
-        for (var k = 0u; k < (TP * NK) / WG; k++) {
-            let e = lid + k * WG;
-            let r = e / NK;
-            let n = e % NK;
-            var v = 0.0;
-            if (p0 + r < hp && n0 + n < ns) {
-                v = states[sbase + (p0 + r) * ns + n0 + n];
-            }
-            tile_b[r * LD + n] = v;
-        }
-        workgroupBarrier();
-        for (var n = 0u; n < NK; n++) {
-            var cv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                cv[i] = tile_a[(ti * 4u + i) * LD + n];
-            }
-            for (var j = 0u; j < 8u; j++) {
-                let sv = tile_b[(lj + 8u * j) * LD + n];
-                for (var i = 0u; i < 4u; i++) {
-                    acc[i][j] += cv[i] * sv;
+        let n_on = n0 + kk < ns;
+        // C slice: 8 row groups of t, 4 per invocation.
+        for (var r = rg; r < TM / 4u; r += 2u) {
+            var v = vec4<f32>(0.0);
+            for (var u = 0u; u < 4u; u++) {
+                let t = t0 + 4u * r + u;
+                if (n_on && t < end) {
+                    v[u] = xbc[(row0 + t) * stride + c_col + n0 + kk];
                 }
             }
+            tile_a[kk * LD8 + r] = v;
+        }
+        // S' slice: 16 row groups of p, 8 per invocation (S' rows are contiguous in n).
+        for (var r = rg; r < TP / 4u; r += 2u) {
+            var v = vec4<f32>(0.0);
+            for (var u = 0u; u < 4u; u++) {
+                let p = p0 + 4u * r + u;
+                if (n_on && p < hp) {
+                    v[u] = states[sbase + p * ns + n0 + kk];
+                }
+            }
+            tile_b[kk * LD16 + r] = v;
+        }
+        workgroupBarrier();
+        // The slice's live width (uniform): a partial last slice or N < 32 does less work.
+        let nk = min(NK, ns - n0);
+        for (var n = 0u; n < nk; n++) {
+            let cv = tile_a[n * LD8 + ti];
+            let sl = tile_b[n * LD16 + lj];
+            let sh = tile_b[n * LD16 + 8u + lj];
+            lo0 += cv.x * sl;
+            lo1 += cv.y * sl;
+            lo2 += cv.z * sl;
+            lo3 += cv.w * sl;
+            hi0 += cv.x * sh;
+            hi1 += cv.y * sh;
+            hi2 += cv.z * sh;
+            hi3 += cv.w * sh;
         }
     }
-    // dacs_t was written before the loop's first barrier (N >= 1).
-    for (var i = 0u; i < 4u; i++) {
-        let decay = exp(dacs_t[ti * 4u + i]);
-        for (var j = 0u; j < 8u; j++) {
-            acc[i][j] *= decay;
-        }
-    }
+    // dacs_t was written before the loop's first barrier (N >= 1). Decay to token t.
+    let d0 = exp(dacs_t[4u * ti]);
+    let d1 = exp(dacs_t[4u * ti + 1u]);
+    let d2 = exp(dacs_t[4u * ti + 2u]);
+    let d3 = exp(dacs_t[4u * ti + 3u]);
+    lo0 *= d0;
+    hi0 *= d0;
+    lo1 *= d1;
+    hi1 *= d1;
+    lo2 *= d2;
+    hi2 *= d2;
+    lo3 *= d3;
+    hi3 *= d3;
 
     // Intra-chunk, one 32-token tile of s at a time, up to and including the diagonal tile.
     for (var s0 = start; s0 <= t0; s0 += TS) {
-        // G[i][j] = C_t · B_s, t = t0 + 4ti + i, s = s0 + lj + 8j.
-        var gacc: array<array<f32, 4>, 4>;
+        // G = C·Bᵀ: g_i[j] = C_t · B_s, t = t0 + 4ti + i, s = s0 + 4lj + j.
+        var g0 = vec4<f32>(0.0);
+        var g1 = vec4<f32>(0.0);
+        var g2 = vec4<f32>(0.0);
+        var g3 = vec4<f32>(0.0);
         for (var n0 = 0u; n0 < ns; n0 += NK) {
             workgroupBarrier();
-            for (var k = 0u; k < (TM * NK) / WG; k++) {
-                let e = lid + k * WG;
-                let r = e / NK;
-                let n = e % NK;
-                var cv = 0.0;
-                var bv = 0.0;
-                if (n0 + n < ns) {
-                    if (t0 + r < end) {
-                        cv = xbc[(row0 + t0 + r) * stride + c_col + n0 + n];
+            let n_on = n0 + kk < ns;
+            for (var r = rg; r < TM / 4u; r += 2u) {
+                var cv = vec4<f32>(0.0);
+                var bv = vec4<f32>(0.0);
+                for (var u = 0u; u < 4u; u++) {
+                    let t = t0 + 4u * r + u;
+                    if (n_on && t < end) {
+                        cv[u] = xbc[(row0 + t) * stride + c_col + n0 + kk];
                     }
-                    if (s0 + r < end) {
-                        bv = xbc[(row0 + s0 + r) * stride + b_col + n0 + n];
+                    let s = s0 + 4u * r + u;
+                    if (n_on && s < end) {
+                        bv[u] = xbc[(row0 + s) * stride + b_col + n0 + kk];
                     }
                 }
-                tile_a[r * LD + n] = cv;
-                tile_b[r * LD + n] = bv;
+                tile_a[kk * LD8 + r] = cv;
+                tile_b[kk * LD8 + r] = bv;
             }
             if (n0 == 0u && lid < TS) {
                 var da = 0.0;
@@ -201,73 +238,111 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 dt_s[lid] = d;
             }
             workgroupBarrier();
-            for (var n = 0u; n < NK; n++) {
-                var cv: array<f32, 4>;
-                for (var i = 0u; i < 4u; i++) {
-                    cv[i] = tile_a[(ti * 4u + i) * LD + n];
-                }
-                for (var j = 0u; j < 4u; j++) {
-                    let bv = tile_b[(lj + 8u * j) * LD + n];
-                    for (var i = 0u; i < 4u; i++) {
-                        gacc[i][j] += cv[i] * bv;
-                    }
-                }
+            let nk = min(NK, ns - n0);
+            for (var n = 0u; n < nk; n++) {
+                let cv = tile_a[n * LD8 + ti];
+                let bv = tile_b[n * LD8 + lj];
+                g0 += cv.x * bv;
+                g1 += cv.y * bv;
+                g2 += cv.z * bv;
+                g3 += cv.w * bv;
             }
         }
         // Everyone is done reading the C and B slices before G and dt·X replace them.
         workgroupBarrier();
-        for (var i = 0u; i < 4u; i++) {
-            let tl = ti * 4u + i;
-            for (var j = 0u; j < 4u; j++) {
-                let sl = lj + 8u * j;
-                var gv = 0.0;
-                // s <= t is the causal mask (it also drops s past the chunk whenever t is live;
-                // rows of dead t are never stored).
-                if (s0 + sl <= t0 + tl) {
-                    gv = gacc[i][j] * exp(min(dacs_t[tl] - dacs_s[sl], 0.0));
-                }
-                tile_a[tl * LD + sl] = gv;
-            }
-        }
-        // dt·X tile: 32 x 64, 32 per invocation, p fastest (coalesced row reads).
-        for (var k = 0u; k < (TS * TP) / WG; k++) {
+        // Mask and decay, then store G transposed: tile_a[s][t/4] holds G[4ti .. 4ti + 3, s].
+        g0 = decay_row(g0, s0, t0, 4u * ti, 4u * lj);
+        g1 = decay_row(g1, s0, t0, 4u * ti + 1u, 4u * lj);
+        g2 = decay_row(g2, s0, t0, 4u * ti + 2u, 4u * lj);
+        g3 = decay_row(g3, s0, t0, 4u * ti + 3u, 4u * lj);
+        tile_a[(4u * lj) * LD8 + ti] = vec4<f32>(g0.x, g1.x, g2.x, g3.x);
+        tile_a[(4u * lj + 1u) * LD8 + ti] = vec4<f32>(g0.y, g1.y, g2.y, g3.y);
+        tile_a[(4u * lj + 2u) * LD8 + ti] = vec4<f32>(g0.z, g1.z, g2.z, g3.z);
+        tile_a[(4u * lj + 3u) * LD8 + ti] = vec4<f32>(g0.w, g1.w, g2.w, g3.w);
+        // dt·X tile [s][p/4]: 32 x 16 vec4s, 8 per invocation; 16 neighbouring invocations read
+        // the 64 consecutive floats of one row.
+        for (var k = 0u; k < (TS * TP / 4u) / WG; k++) {
             let e = lid + k * WG;
-            let r = e / TP;
-            let p = e % TP;
-            var v = 0.0;
-            if (s0 + r < end && p0 + p < hp) {
-                v = dt_s[r] * xbc[(row0 + s0 + r) * stride + x_col + p];
+            let sl = e / 16u;
+            let pg = e % 16u;
+            var v = vec4<f32>(0.0);
+            if (s0 + sl < end) {
+                let row = (row0 + s0 + sl) * stride + x_col + 4u * pg;
+                for (var u = 0u; u < 4u; u++) {
+                    if (p0 + 4u * pg + u < hp) {
+                        v[u] = xbc[row + u];
+                    }
+                }
+                v *= dt_s[sl];
             }
-            tile_b[r * TP + p] = v;
+            tile_b[sl * LD16 + pg] = v;
         }
         workgroupBarrier();
-        for (var sl = 0u; sl < TS; sl++) {
-            var gv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                gv[i] = tile_a[(ti * 4u + i) * LD + sl];
-            }
-            for (var j = 0u; j < 8u; j++) {
-                let xv = tile_b[sl * TP + lj + 8u * j];
-                for (var i = 0u; i < 4u; i++) {
-                    acc[i][j] += gv[i] * xv;
-                }
-            }
+        // Only s below the tile's last live t contribute (uniform bound; G is zero past it
+        // anyway): short chunks and the tail of a partial chunk do less work.
+        let live = min(TS, t_end - s0);
+        for (var sl = 0u; sl < live; sl++) {
+            let gv = tile_a[sl * LD8 + ti];
+            let xl = tile_b[sl * LD16 + lj];
+            let xh = tile_b[sl * LD16 + 8u + lj];
+            lo0 += gv.x * xl;
+            lo1 += gv.y * xl;
+            lo2 += gv.z * xl;
+            lo3 += gv.w * xl;
+            hi0 += gv.x * xh;
+            hi1 += gv.y * xh;
+            hi2 += gv.z * xh;
+            hi3 += gv.w * xh;
         }
     }
 
-    // Skip connection and store.
+    // Skip connection and store: tokens t < end, p < P.
     let d_skip = heads[nh + h];
-    for (var i = 0u; i < 4u; i++) {
-        let t = t0 + ti * 4u + i;
-        if (t < end) {
-            let row = row0 + t;
-            for (var j = 0u; j < 8u; j++) {
-                let p = p0 + lj + 8u * j;
-                if (p < hp) {
-                    let xv = xbc[row * stride + x_col + lj + 8u * j];
-                    y[row * params.y_stride + h * hp + p] = acc[i][j] + d_skip * xv;
-                }
-            }
+    let y_col = h * hp + p0;
+    let p_live = hp - p0;
+    let t = t0 + 4u * ti;
+    let lo = 4u * lj;
+    let hi = 32u + 4u * lj;
+    if (t < end) {
+        store_row(row0 + t, x_col, y_col, lo, p_live, d_skip, lo0);
+        store_row(row0 + t, x_col, y_col, hi, p_live, d_skip, hi0);
+    }
+    if (t + 1u < end) {
+        store_row(row0 + t + 1u, x_col, y_col, lo, p_live, d_skip, lo1);
+        store_row(row0 + t + 1u, x_col, y_col, hi, p_live, d_skip, hi1);
+    }
+    if (t + 2u < end) {
+        store_row(row0 + t + 2u, x_col, y_col, lo, p_live, d_skip, lo2);
+        store_row(row0 + t + 2u, x_col, y_col, hi, p_live, d_skip, hi2);
+    }
+    if (t + 3u < end) {
+        store_row(row0 + t + 3u, x_col, y_col, lo, p_live, d_skip, lo3);
+        store_row(row0 + t + 3u, x_col, y_col, hi, p_live, d_skip, hi3);
+    }
+}
+
+// G[t, s0 + sl + j] masked to s <= t and multiplied by exp(min(dacs_t - dacs_s, 0)); tl and
+// sl are offsets within the tiles (t = t0 + tl). The mask also zeroes s past the chunk for
+// every live t; rows of dead t are never stored.
+fn decay_row(gv: vec4<f32>, s0: u32, t0: u32, tl: u32, sl: u32) -> vec4<f32> {
+    var out = vec4<f32>(0.0);
+    let dt_l = dacs_t[tl];
+    for (var j = 0u; j < 4u; j++) {
+        if (s0 + sl + j <= t0 + tl) {
+            out[j] = gv[j] * exp(min(dt_l - dacs_s[sl + j], 0.0));
+        }
+    }
+    return out;
+}
+
+// y[row, y_col + pl + j] = acc[j] + D * x[row, x_col + pl + j] for pl + j < p_live (x_col and
+// y_col point at p0 of head h; p_live = P - p0).
+fn store_row(row: u32, x_col: u32, y_col: u32, pl: u32, p_live: u32, d_skip: f32,
+             acc: vec4<f32>) {
+    for (var j = 0u; j < 4u; j++) {
+        if (pl + j < p_live) {
+            let xv = xbc[row * params.x_stride + x_col + pl + j];
+            y[row * params.y_stride + y_col + pl + j] = acc[j] + d_skip * xv;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `ssd_chunk_cumsum`: Mamba-2 SSD step 1: per sequence, head and chunk of Q tokens, the
-//! processed step dt = clamp(softplus(dt_raw + dt_bias[h]), dt_min, dt_max) and the inclusive
-//! cumulative sum of dt·A[h] (A = -exp(A_log[h])) within the chunk.
+//! processed step `dt = clamp(softplus(dt_raw + dt_bias[h]), dt_min, dt_max)` and the
+//! inclusive cumulative sum of `dt·A[h]` (`A = -exp(A_log[h])`) within the chunk.
 //! See `shaders/ssd_chunk_cumsum.wgsl`; CPU twin: [`crate::reference::ssd::chunk_cumsum`].
 //!
 //! One workgroup of 64 invocations per (sequence, head, chunk); each walks its chunk in tiles

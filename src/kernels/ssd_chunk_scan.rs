@@ -1,6 +1,6 @@
-//! `ssd_chunk_scan`: Mamba-2 SSD steps 4-5:
-//! y_t[p] = Σ_{s≤t in chunk} (C_t·B_s)·exp(dacs_t − dacs_s)·dt_s·x_s[p]
-//! + exp(dacs_t)·Σ_n C_t[n]·S'_c[p, n] + D[h]·x_t[p] (exponents clamped at 0).
+//! `ssd_chunk_scan`: Mamba-2 SSD steps 4-5, the output of every token:
+//! `y_t[p] = Σ_{s≤t in chunk} (C_t·B_s)·exp(dacs_t − dacs_s)·dt_s·x_s[p]`
+//! `+ exp(dacs_t)·Σ_n C_t[n]·S'_c[p, n] + D[h]·x_t[p]` (exponents clamped at 0).
 //! See `shaders/ssd_chunk_scan.wgsl`; CPU twin: [`crate::reference::ssd::chunk_scan`].
 //!
 //! One workgroup of 64 invocations per (sequence, chunk, head, 32 tokens, 64 values of p),
@@ -95,7 +95,7 @@ pub fn check_params(params: &SsdChunkScanParams) -> Result<()> {
             "ssd_chunk_scan with a zero dimension: {p:?}"
         )));
     }
-    if p.nheads % p.ngroups != 0 {
+    if !p.nheads.is_multiple_of(p.ngroups) {
         return Err(Error::Shape(format!(
             "ssd_chunk_scan: {} heads do not split into {} groups",
             p.nheads, p.ngroups
@@ -119,8 +119,9 @@ impl SsdChunkScan {
     }
 
     /// One workgroup per (sequence, chunk, head, 32-token tile of the chunk, 64-wide tile of
-    /// P): `batch · ceil(len / Q) · H · ceil(min(Q, len) / 32) · ceil(P / 64)`, folded past 65,535 (tiles
-    /// past the end of a partial last chunk return at once); none when there is nothing to do.
+    /// P): `batch · ceil(len / Q) · H · ceil(min(Q, len) / 32) · ceil(P / 64)`, folded past
+    /// 65,535 (tiles past the end of a partial last chunk return at once); none when there is
+    /// nothing to do.
     pub fn workgroups(params: &SsdChunkScanParams) -> [u32; 3] {
         let n = params.batch
             * num_chunks(params.len, params.chunk)

@@ -1,6 +1,6 @@
 //! `ssd_chunk_state`: Mamba-2 SSD step 2: each chunk's own final state
-//! S_c[p, n] = Σ_s exp(dacs_last − dacs_s)·dt_s·x_s[p]·B_s[n] (exponent clamped at 0), a
-//! [head_dim × chunk]·[chunk × d_state] matmul per (sequence, chunk, head) with f32 accumulation.
+//! `S_c[p, n] = Σ_s exp(dacs_last − dacs_s)·dt_s·x_s[p]·B_s[n]` (exponent clamped at 0), a
+//! [head_dim × chunk]·[chunk × d_state] matmul per (sequence, chunk, head), f32 accumulation.
 //! See `shaders/ssd_chunk_state.wgsl`; CPU twin: [`crate::reference::ssd::chunk_state`].
 //!
 //! One workgroup of 64 invocations per (sequence, chunk, head, 32 × 32 tile of (p, n)), each
@@ -106,7 +106,7 @@ pub fn check_params(params: &SsdChunkStateParams) -> Result<()> {
             "ssd_chunk_state with a zero dimension: {p:?}"
         )));
     }
-    if p.nheads % p.ngroups != 0 {
+    if !p.nheads.is_multiple_of(p.ngroups) {
         return Err(Error::Shape(format!(
             "ssd_chunk_state: {} heads do not split into {} groups",
             p.nheads, p.ngroups

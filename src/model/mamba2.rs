@@ -20,7 +20,7 @@ use crate::context::GpuContext;
 use crate::error::Result;
 use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use crate::kernels::conv1d_step::Conv1dStep;
-use crate::kernels::rmsnorm_gated::{RmsnormGated, RmsnormGatedBuffers, RmsnormGatedParams};
+use crate::kernels::rmsnorm_gated::{self, RmsnormGated, RmsnormGatedBuffers, RmsnormGatedParams};
 use crate::kernels::ssd_chunk_cumsum::{
     SsdChunkCumsum, SsdChunkCumsumBuffers, SsdChunkCumsumParams,
 };
@@ -30,7 +30,7 @@ use crate::kernels::ssd_state_passing::{
     SsdStatePassing, SsdStatePassingBuffers, SsdStatePassingParams,
 };
 use crate::kernels::ssd_state_update::{
-    SsdStateUpdate, SsdStateUpdateBuffers, SsdStateUpdateParams,
+    self, SsdStateUpdate, SsdStateUpdateBuffers, SsdStateUpdateParams,
 };
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba2Config};
@@ -108,6 +108,19 @@ impl Mamba2 {
     ) -> Result<Self> {
         let (d, e, h, k) = (cfg.d_model, cfg.d_inner, cfg.num_heads, cfg.d_conv);
         let (conv_dim, d_in_proj) = (cfg.conv_dim(), cfg.d_in_proj());
+        // The kernels' own preconditions, checked once here rather than per dispatch.
+        ssd_state_update::check_params(&SsdStateUpdateParams {
+            nheads: h as u32,
+            head_dim: cfg.head_dim as u32,
+            d_state: cfg.d_state as u32,
+            ngroups: cfg.n_groups as u32,
+            ..Default::default()
+        })?;
+        rmsnorm_gated::check_params(&RmsnormGatedParams {
+            cols: e as u32,
+            group: (e / cfg.n_groups) as u32,
+            ..Default::default()
+        })?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");

@@ -138,9 +138,11 @@ pub fn state_passing(
 }
 
 /// Steps 4-5. The output, at `y[r·y_stride + h·P + p]` (other elements untouched):
-/// `y_t[p] = Σ_{s in chunk(t), s ≤ t} (C_t·B_s)·exp(min(dacs_t − dacs_s, 0))·dt_s·x_s[p]
-/// + exp(dacs_t)·Σ_n C_t[n]·S'_c[p, n] + D[h]·x_t[p]`, with `S'_c` = `states[b, c, h]` after
-/// [`state_passing`].
+///
+/// `y_t[p] = Σ_{s in chunk(t), s ≤ t} (C_t·B_s)·exp(min(dacs_t − dacs_s, 0))·dt_s·x_s[p]`
+/// `+ exp(dacs_t)·Σ_n C_t[n]·S'_c[p, n] + D[h]·x_t[p]`,
+///
+/// with `S'_c` = `states[b, c, h]` after [`state_passing`].
 pub fn chunk_scan(
     p: &SsdChunkScanParams,
     xbc: &[f32],
