@@ -77,18 +77,20 @@ var<workgroup> scan_a: array<f32, 512>;          // two ping-pong halves of WG e
 var<workgroup> scan_b: array<f32, 512>;
 var<workgroup> y_part: array<f32, 1024>;         // CHUNK x LANES partial sums of C·h
 
-// torch's softplus (threshold 20). WGSL has no log1p: for e = exp(v), log(u)·e/(u - 1) with
-// u = 1 + e corrects the rounding of 1 + e (Goldberg), and u == 1 means log1p(e) = e to f32.
+// torch's softplus (threshold 20): max(v, 0) + log1p(exp(-|v|)). WGSL has no log1p, and
+// Vulkan lets log() be off by 2^-21 absolute near 1, which is a large relative error for the
+// small steps Mamba uses; so log1p(e) = 2·atanh(s) with s = e / (2 + e) ≤ 1/3, summed as the
+// odd series 2s(1 + s²/3 + s⁴/5 + ...) to s^15 (truncation below 2e-9 relative), from exp alone.
 fn softplus(v: f32) -> f32 {
     if (v > 20.0) {
         return v;
     }
-    let e = exp(v);
-    let u = 1.0 + e;
-    if (u == 1.0) {
-        return e;
-    }
-    return log(u) * (e / (u - 1.0));
+    let e = exp(-abs(v));
+    let s = e / (2.0 + e);
+    let t = s * s;
+    let series = 1.0 + t * (1.0 / 3.0 + t * (1.0 / 5.0 + t * (1.0 / 7.0 + t * (1.0 / 9.0
+        + t * (1.0 / 11.0 + t * (1.0 / 13.0 + t * (1.0 / 15.0)))))));
+    return max(v, 0.0) + 2.0 * s * series;
 }
 
 @compute @workgroup_size(256)
