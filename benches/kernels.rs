@@ -1,9 +1,14 @@
 //! Kernel benches at mamba-130m's shapes (d_model 768, d_inner 1536, d_state 16, dt_rank 48).
-//! Wall clock around one submit and a device wait per iteration (GPU timestamp queries and the
-//! device's own copy bandwidth come with the speed issue). Throughput is reported in bytes of
-//! weights streamed (GEMV) or FLOPs as elements (matmul: 2·m·n·k "elements" = FLOPs).
+//! Each sample records its iterations as back-to-back dispatches of one compute pass and times
+//! the pass with GPU timestamps where the device has them (else wall clock around the one
+//! submit and its wait). Throughput is reported in bytes of weights streamed (GEMV) or FLOPs as
+//! elements (matmul: 2·m·n·k "elements" = FLOPs). The `device` group measures the limits the
+//! kernels are judged against: `copy_buffer_to_buffer` (read + write bytes) and the
+//! `stream_read` probe (bytes read).
 //!
 //! `cargo bench --bench kernels`
+
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mamba_wgpu::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
@@ -12,6 +17,7 @@ use mamba_wgpu::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use mamba_wgpu::kernels::selective_scan::{
     SelectiveScan, SelectiveScanBuffers, SelectiveScanParams,
 };
+use mamba_wgpu::kernels::stream_read::{StreamRead, StreamReadBuffers, StreamReadParams};
 use mamba_wgpu::kernels::{run, Dispatch};
 use mamba_wgpu::GpuContext;
 
@@ -36,13 +42,113 @@ fn time(
     let mut g = c.benchmark_group(group);
     g.sample_size(10);
     g.throughput(tp);
-    g.bench_function(name, |b| b.iter(|| run(ctx, &[d]).unwrap()));
+    g.bench_function(name, |b| b.iter_custom(|iters| gpu_time(ctx, d, iters)));
     g.finish();
+}
+
+/// `iters` dispatches of `d` in one pass: the pass's GPU time from its begin and end
+/// timestamps, or the wall clock of the submit and its wait without timestamps.
+fn gpu_time(ctx: &GpuContext, d: &Dispatch, iters: u64) -> Duration {
+    let q = ctx
+        .features()
+        .timestamp_query
+        .then(|| ctx.timestamp_queries(2).unwrap());
+    let t = Instant::now();
+    let mut enc = ctx.device().create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("bench"),
+            timestamp_writes: q.as_ref().map(|q| q.pass_writes(0)),
+        });
+        for _ in 0..iters {
+            d.encode(&mut pass);
+        }
+    }
+    if let Some(q) = &q {
+        q.resolve(&mut enc);
+    }
+    ctx.queue().submit([enc.finish()]);
+    match &q {
+        Some(q) => Duration::from_nanos(q.read_ns(ctx).unwrap()[1] as u64),
+        None => {
+            ctx.wait().unwrap();
+            t.elapsed()
+        }
+    }
+}
+
+/// The device's copy and read bandwidth at 64 MiB (capped at the binding limit).
+fn device(c: &mut Criterion, ctx: &GpuContext) {
+    let bytes = (64u64 << 20).min(ctx.storage_binding_limit()) / 16 * 16;
+    let len = (bytes / 4) as usize;
+    let (src, dst) = (buf(ctx, len, 1.0), buf(ctx, len, 0.0));
+    let mut g = c.benchmark_group("device");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(2 * bytes));
+    g.bench_function("copy_64MiB", |b| {
+        b.iter_custom(|iters| {
+            let q = ctx
+                .features()
+                .timestamp_inside_encoders
+                .then(|| ctx.timestamp_queries(2).unwrap());
+            let t = Instant::now();
+            let mut enc = ctx.device().create_command_encoder(&Default::default());
+            if let Some(q) = &q {
+                let (set, i) = q.slot(0);
+                enc.write_timestamp(set, i);
+            }
+            for _ in 0..iters {
+                enc.copy_buffer_to_buffer(&src, 0, &dst, 0, bytes);
+            }
+            if let Some(q) = &q {
+                let (set, i) = q.slot(1);
+                enc.write_timestamp(set, i);
+                q.resolve(&mut enc);
+            }
+            ctx.queue().submit([enc.finish()]);
+            match &q {
+                Some(q) => Duration::from_nanos(q.read_ns(ctx).unwrap()[1] as u64),
+                None => {
+                    ctx.wait().unwrap();
+                    t.elapsed()
+                }
+            }
+        })
+    });
+    g.finish();
+    let p = StreamReadParams::for_len((len / 4) as u32);
+    let partial = buf(ctx, p.groups as usize, 0.0);
+    let d = StreamRead::new(ctx).unwrap().bind(
+        ctx,
+        &p,
+        StreamReadBuffers {
+            data: &src,
+            partial: &partial,
+        },
+    );
+    // Validate before timing: the partials add up to the element count (all ones).
+    run(ctx, &[&d]).unwrap();
+    let sum: f64 = ctx
+        .read_buffer::<f32>(&partial, 0, p.groups as usize)
+        .unwrap()
+        .iter()
+        .map(|&x| f64::from(x))
+        .sum();
+    assert_eq!(sum, len as f64, "stream_read sum");
+    time(
+        c,
+        "device",
+        "stream_read_64MiB",
+        Throughput::Bytes(bytes),
+        ctx,
+        &d,
+    );
 }
 
 fn benches(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter (or lavapipe)");
     eprintln!("adapter: {}", ctx.adapter_name());
+    device(c, &ctx);
 
     // GEMV: one decode step of in_proj (3072 × 768).
     let (n, k) = (2 * E, D);

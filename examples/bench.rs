@@ -5,14 +5,21 @@
 //! ```text
 //! cargo run --release --example bench -- --preset mamba-130m [--prompt 512] [--gen 128] [--batch 1] [--json]
 //! cargo run --release --example bench -- --model DIR
+//! cargo run --release --example bench -- --preset mamba-130m --prompt 64 --gen 4 --profile [--trace trace.json]
 //! ```
+//!
+//! It also measures the device's own copy and read bandwidth (`mamba_wgpu::profile`), the
+//! limits a decode step's weight streaming is compared with. `--profile` times every dispatch
+//! of one more prefill and one decode step and prints the time per kernel and per layer;
+//! `--trace FILE` writes them as a Chrome trace (chrome://tracing, ui.perfetto.dev).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use mamba_wgpu::{GpuContext, Model, Sampling, SessionOptions};
+use mamba_wgpu::profile::{self, Bandwidth, ProfileMode};
+use mamba_wgpu::{GpuContext, Model, Sampling, Session, SessionOptions};
 
 #[derive(Parser)]
 struct Args {
@@ -31,25 +38,84 @@ struct Args {
     /// Sequences.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Weight storage (f32 only for now).
+    /// Weight storage of the big matrices: f32 or f16 (f16 halves the bytes each decode step
+    /// streams; sums, activations and states stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
+    /// Time every dispatch of one prefill and one decode step; print per kernel and per layer.
+    #[arg(long)]
+    profile: bool,
+    /// Write the profiled prefill and decode step as a Chrome trace JSON (implies --profile).
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
+    /// MiB streamed by the copy and read bandwidth probes.
+    #[arg(long, default_value_t = 64)]
+    probe_mib: u64,
+}
+
+/// The device's copy and read bandwidth (one warm-up, then 5 repetitions in one submit).
+fn probe(ctx: &GpuContext, mib: u64) -> mamba_wgpu::Result<(Bandwidth, Bandwidth)> {
+    let bytes = mib << 20;
+    let copy = profile::copy_bandwidth(ctx, bytes, 5)?;
+    let read = profile::read_bandwidth(ctx, bytes, 5)?;
+    let how = |b: &Bandwidth| {
+        if b.gpu_timed {
+            "GPU timestamps"
+        } else {
+            "wall clock"
+        }
+    };
+    eprintln!(
+        "device copy bandwidth {:.2} GB/s (read + write of {} MiB, {}); read bandwidth {:.2} GB/s (stream_read of {} MiB, {})",
+        copy.gb_s,
+        copy.bytes >> 21,
+        how(&copy),
+        read.gb_s,
+        read.bytes >> 20,
+        how(&read)
+    );
+    Ok((copy, read))
+}
+
+/// One profiled prefill of `prompts` and one profiled decode step from a fresh state: the time
+/// per kernel and per layer, and the Chrome trace.
+fn profile_run(
+    s: &mut Session,
+    prompts: &[&[u32]],
+    trace: Option<&std::path::Path>,
+) -> mamba_wgpu::Result<()> {
+    s.reset();
+    let (_, pp) = s.prefill_profiled(prompts, ProfileMode::Auto)?;
+    let (_, tg) = s.decode_profiled(ProfileMode::Auto)?;
+    println!("{}", pp.report());
+    println!("{}", tg.report());
+    if let Some(path) = trace {
+        profile::write_chrome_trace(path, &[&pp, &tg])?;
+        eprintln!("trace written to {}", path.display());
+    }
+    Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
-    if a.dtype != "f32" {
-        return Err(format!("--dtype {} is not supported yet (f32)", a.dtype).into());
-    }
+    let load = mamba_wgpu::model::LoadOptions {
+        dtype: a.dtype.parse()?,
+    };
     let ctx = Arc::new(GpuContext::new()?);
     let adapter = ctx.adapter_name();
     let t = Instant::now();
     let (model, name) = match &a.model {
-        Some(dir) => (Model::load(ctx.clone(), dir)?, dir.display().to_string()),
-        None => (Model::preset(ctx.clone(), &a.preset, 1)?, a.preset.clone()),
+        Some(dir) => (
+            Model::load_with(ctx.clone(), dir, &load)?,
+            dir.display().to_string(),
+        ),
+        None => (
+            Model::preset_with(ctx.clone(), &a.preset, 1, &load)?,
+            a.preset.clone(),
+        ),
     };
     eprintln!(
         "{name}: built in {:.1} s on {adapter}",
@@ -84,6 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.decode()?;
     }
     let tg_s = t.elapsed().as_secs_f64();
+    let (copy_bw, read_bw) = probe(&ctx, a.probe_mib)?;
     let pp = (a.prompt * a.batch) as f64 / pp_s;
     let tg = (a.gen * a.batch) as f64 / tg_s;
     // Weights streamed per decode step (every matrix once, lm_head included); states are small.
@@ -105,16 +172,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bytes / 1e6,
         s.chunk_tokens()
     );
+    println!(
+        "device limits: copy {:.2} GB/s, read {:.2} GB/s; decode streams weights at {:.1}% of the read bandwidth",
+        copy_bw.gb_s,
+        read_bw.gb_s,
+        100.0 * gbs / read_bw.gb_s
+    );
+    if a.profile || a.trace.is_some() {
+        profile_run(&mut s, &refs, a.trace.as_deref())?;
+    }
     if a.json {
         println!(
-            "{{\"preset\":\"{name}\",\"dtype\":\"{}\",\"prompt\":{},\"gen\":{},\"batch\":{},\"adapter\":{:?},\"pp_tokens_per_s\":{pp:.3},\"tg_tokens_per_s\":{tg:.3},\"dispatches_per_token\":{},\"weight_bytes_per_token\":{},\"weight_read_gb_s\":{gbs:.3}}}",
+            "{{\"preset\":\"{name}\",\"dtype\":\"{}\",\"prompt\":{},\"gen\":{},\"batch\":{},\"adapter\":{:?},\"pp_tokens_per_s\":{pp:.3},\"tg_tokens_per_s\":{tg:.3},\"dispatches_per_token\":{},\"weight_bytes_per_token\":{},\"weight_read_gb_s\":{gbs:.3},\"copy_bandwidth_gb_s\":{:.3},\"read_bandwidth_gb_s\":{:.3}}}",
             a.dtype,
             a.prompt,
             a.gen,
             a.batch,
             adapter,
             s.dispatches_per_token(),
-            model.weight_bytes()
+            model.weight_bytes(),
+            copy_bw.gb_s,
+            read_bw.gb_s
         );
     }
     Ok(())

@@ -1,19 +1,28 @@
 // mamba_wgpu.gemv: the Linear of mamba_wgpu.matmul for a few rows of x (one decode step of a
 // small batch), y = x · wᵀ + bias, with a reduction per output instead of tiles.
 //
-// Bindings: 0 params (uniform); 1 x f32 (read); 2 w f32 [n, k] row-major (read; one page of a
+// Bindings: 0 params (uniform); 1 x f32 (read); 2 w [n, k] row-major (read; one page of a
 //           possibly paged weight); 3 bias f32 (read; any buffer when flags bit 0 is clear);
 //           4 y f32 (read_write).
+// Weights:  binding 2 and its accessors come from the Rust-side headers prepended to this file
+//           (src/kernels/matmul.rs, src/kernels/gemv.rs). The reduction walks the u32 words of
+//           a row of w: w_row_words(k) words, w_word(idx) -> WWord the values of one word,
+//           x_word(base, i, k) -> WWord the x values they multiply, w_dot for one row of x and
+//           x_rows / w_mac for 4 rows (XRows). f32 (mamba_wgpu.gemv): a word is one value,
+//           WWord = f32, XRows = vec4<f32>. f16 (mamba_wgpu.gemv_f16): a word is two values
+//           (columns 2i, 2i + 1, widened by f16x2), WWord = vec2<f32>, XRows =
+//           mat2x4<f32> (even and odd columns of 4 rows), so each load of w feeds 2 columns.
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
 //           bias, bit 1: accumulate into y); 3 words of padding (48 bytes). Same as matmul.
 // Geometry: workgroup_size 64; one workgroup per NR = 8 consecutive outputs (rows of w), so
 //           ceil(n / 8) workgroups folded into (x, y) past 65,535; group = wg.x + wg.y · nwg.x.
 // Math:     for row < m, col < n:
 //             y[y_offset + row·y_stride + col] = (flags & 2 ? y[same] : 0)
-//                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w[col·k + i]
+//                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w(col, i)
 //                 + (flags & 1 ? bias[bias_offset + col] : 0)
-//           summed in f32: invocation lid sums k ≡ lid (mod 64), then one invocation per
-//           output adds the 64 partials in order from workgroup memory.
+//           summed in f32: invocation lid sums the words ≡ lid (mod 64) of the row (f32: the
+//           k ≡ lid; f16: the pairs of k), then one invocation per output adds the 64 partials
+//           in order from workgroup memory.
 // The rows of x are taken 4 at a time (a pass), one per vec4 lane, so each pass streams the
 // workgroup's 8 rows of w once (coalesced: neighbouring invocations read neighbouring k) and
 // uses every w value for 4 rows of x. A pass with a single row (m = 1, the common decode step,
@@ -41,7 +50,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+// @group(0) @binding(2) w: declared by the weight header.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -62,17 +71,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let k_len = params.k;
+    let kw = w_row_words(k_len);
     // Rows of w past n (in the last group when n is not a multiple of 8) are clamped to the
     // last row: valid loads, and their sums are never written.
     let last = params.n - 1u;
-    let w0 = n0 * k_len;
-    let w1 = min(n0 + 1u, last) * k_len;
-    let w2 = min(n0 + 2u, last) * k_len;
-    let w3 = min(n0 + 3u, last) * k_len;
-    let w4 = min(n0 + 4u, last) * k_len;
-    let w5 = min(n0 + 5u, last) * k_len;
-    let w6 = min(n0 + 6u, last) * k_len;
-    let w7 = min(n0 + 7u, last) * k_len;
+    let w0 = n0 * kw;
+    let w1 = min(n0 + 1u, last) * kw;
+    let w2 = min(n0 + 2u, last) * kw;
+    let w3 = min(n0 + 3u, last) * kw;
+    let w4 = min(n0 + 4u, last) * kw;
+    let w5 = min(n0 + 5u, last) * kw;
+    let w6 = min(n0 + 6u, last) * kw;
+    let w7 = min(n0 + 7u, last) * kw;
 
     // The pass loop's bound is uniform, so its barriers are too.
     for (var m0 = 0u; m0 < params.m; m0 += 4u) {
@@ -88,16 +98,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var acc7 = vec4<f32>(0.0);
         if (params.m - m0 == 1u) {
             let xb = params.x_offset + m0 * params.x_stride;
-            for (var i = lid; i < k_len; i += WG) {
-                let xv = x[xb + i];
-                acc0.x += w[w0 + i] * xv;
-                acc1.x += w[w1 + i] * xv;
-                acc2.x += w[w2 + i] * xv;
-                acc3.x += w[w3 + i] * xv;
-                acc4.x += w[w4 + i] * xv;
-                acc5.x += w[w5 + i] * xv;
-                acc6.x += w[w6 + i] * xv;
-                acc7.x += w[w7 + i] * xv;
+            for (var i = lid; i < kw; i += WG) {
+                let xv = x_word(xb, i, k_len);
+                acc0.x += w_dot(w_word(w0 + i), xv);
+                acc1.x += w_dot(w_word(w1 + i), xv);
+                acc2.x += w_dot(w_word(w2 + i), xv);
+                acc3.x += w_dot(w_word(w3 + i), xv);
+                acc4.x += w_dot(w_word(w4 + i), xv);
+                acc5.x += w_dot(w_word(w5 + i), xv);
+                acc6.x += w_dot(w_word(w6 + i), xv);
+                acc7.x += w_dot(w_word(w7 + i), xv);
             }
         } else {
             // Rows of x past m are clamped likewise (valid loads, sums never written).
@@ -106,16 +116,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let x1 = params.x_offset + min(m0 + 1u, xlast) * params.x_stride;
             let x2 = params.x_offset + min(m0 + 2u, xlast) * params.x_stride;
             let x3 = params.x_offset + min(m0 + 3u, xlast) * params.x_stride;
-            for (var i = lid; i < k_len; i += WG) {
-                let xv = vec4<f32>(x[x0 + i], x[x1 + i], x[x2 + i], x[x3 + i]);
-                acc0 += w[w0 + i] * xv;
-                acc1 += w[w1 + i] * xv;
-                acc2 += w[w2 + i] * xv;
-                acc3 += w[w3 + i] * xv;
-                acc4 += w[w4 + i] * xv;
-                acc5 += w[w5 + i] * xv;
-                acc6 += w[w6 + i] * xv;
-                acc7 += w[w7 + i] * xv;
+            for (var i = lid; i < kw; i += WG) {
+                let xr = x_rows(x_word(x0, i, k_len), x_word(x1, i, k_len),
+                                x_word(x2, i, k_len), x_word(x3, i, k_len));
+                acc0 += w_mac(w_word(w0 + i), xr);
+                acc1 += w_mac(w_word(w1 + i), xr);
+                acc2 += w_mac(w_word(w2 + i), xr);
+                acc3 += w_mac(w_word(w3 + i), xr);
+                acc4 += w_mac(w_word(w4 + i), xr);
+                acc5 += w_mac(w_word(w5 + i), xr);
+                acc6 += w_mac(w_word(w6 + i), xr);
+                acc7 += w_mac(w_word(w7 + i), xr);
             }
         }
         // The previous pass's readers must be done with `partial` before it is overwritten.

@@ -1,8 +1,13 @@
 // mamba_wgpu.matmul: tiled matmul for prefill, PyTorch Linear layout (y = x · wᵀ + bias).
 //
-// Bindings: 0 params (uniform); 1 x f32 (read); 2 w f32 [n, k] row-major (read; one page of a
+// Bindings: 0 params (uniform); 1 x f32 (read); 2 w [n, k] row-major (read; one page of a
 //           possibly paged weight); 3 bias f32 (read; any buffer when flags bit 0 is clear);
 //           4 y f32 (read_write).
+// Weights:  binding 2 and its accessor w_at(row, i, k) -> f32 come from the Rust-side header
+//           prepended to this file (src/kernels/matmul.rs): f32 values (mamba_wgpu.matmul), or
+//           f16 packed two per u32 and widened to f32 by f16x2 (mamba_wgpu.matmul_f16).
+//           Everything else is the same source, so the f16 variant sums the same products of
+//           widened weights in the same order.
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
 //           bias, bit 1: accumulate into y); 3 words of padding (48 bytes).
 // Geometry: workgroup_size 256 = 16×16 invocations, each computing a 4×4 block of a 64×64
@@ -11,7 +16,7 @@
 //           (fastest, so neighbouring groups stage the same rows of x), M tile = the quotient.
 // Math:     for row < m, col < n:
 //             y[y_offset + row·y_stride + col] = (flags & 2 ? y[same] : 0)
-//                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w[col·k + i]
+//                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w_at(col, i, k)
 //                 + (flags & 1 ? bias[bias_offset + col] : 0)
 //           summed in f32 in increasing k (in tiles of 16 staged through workgroup memory).
 // Workgroup memory: two 16×17 vec4<f32> tiles (8,704 bytes), under WebGPU's default 16 KiB.
@@ -37,7 +42,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+// @group(0) @binding(2) w: declared by the weight header.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
@@ -95,7 +100,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 }
                 let col = col0 + 4u * g_ld + i;
                 if (col < params.n) {
-                    wv[i] = w[col * k_len + kg];
+                    wv[i] = w_at(col, kg, k_len);
                 }
             }
         }

@@ -25,8 +25,12 @@ pub struct DeviceFeatures {
     pub shader_f16: bool,
     /// `SUBGROUP`: subgroup operations in compute shaders.
     pub subgroup: bool,
-    /// `TIMESTAMP_QUERY`: GPU timestamps for profiling.
+    /// `TIMESTAMP_QUERY`: GPU timestamps for profiling, written at the start and end of passes.
     pub timestamp_query: bool,
+    /// `TIMESTAMP_QUERY_INSIDE_ENCODERS`: timestamps between commands of an encoder (copies).
+    pub timestamp_inside_encoders: bool,
+    /// `TIMESTAMP_QUERY_INSIDE_PASSES`: timestamps between dispatches of one compute pass.
+    pub timestamp_inside_passes: bool,
 }
 
 /// A compute pipeline and the bind group layout of its one bind group.
@@ -49,6 +53,70 @@ pub enum BindingKind {
     Storage,
     /// A read-write storage buffer.
     StorageRw,
+}
+
+/// GPU timestamp slots `0..count` (spread over query sets of at most 4,096), resolved and read
+/// back as nanoseconds. Slots `2i` and `2i + 1` always share a query set, so a pair can be a
+/// pass's begin and end writes.
+#[derive(Debug)]
+pub struct TimestampQueries {
+    sets: Vec<(wgpu::QuerySet, wgpu::Buffer, u32)>,
+    readback: wgpu::Buffer,
+    count: u32,
+    period_ns: f64,
+}
+
+impl TimestampQueries {
+    /// Slots.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The query set holding `slot` and the slot's index in it.
+    pub fn slot(&self, slot: u32) -> (&wgpu::QuerySet, u32) {
+        let per = wgpu::QUERY_SET_MAX_QUERIES;
+        (&self.sets[(slot / per) as usize].0, slot % per)
+    }
+
+    /// Timestamp writes for a compute pass: its beginning into `begin`, its end into `begin + 1`
+    /// (`begin` even, so both lie in one query set).
+    pub fn pass_writes(&self, begin: u32) -> wgpu::ComputePassTimestampWrites<'_> {
+        debug_assert!(begin.is_multiple_of(2) && begin + 1 < self.count);
+        let (query_set, i) = self.slot(begin);
+        wgpu::ComputePassTimestampWrites {
+            query_set,
+            beginning_of_pass_write_index: Some(i),
+            end_of_pass_write_index: Some(i + 1),
+        }
+    }
+
+    /// Records the resolve of every slot and the copy to the readback buffer; submit `enc`,
+    /// then call [`TimestampQueries::read_ns`].
+    pub fn resolve(&self, enc: &mut wgpu::CommandEncoder) {
+        let mut offset = 0;
+        for (set, resolve, n) in &self.sets {
+            enc.resolve_query_set(set, 0..*n, resolve, 0);
+            let bytes = u64::from(*n) * wgpu::QUERY_SIZE as u64;
+            enc.copy_buffer_to_buffer(resolve, 0, &self.readback, offset, bytes);
+            offset += bytes;
+        }
+    }
+
+    /// Waits for the submitted resolve and returns every slot in nanoseconds after the
+    /// earliest one (the GPU's clock has no meaningful origin; differences are taken in integer
+    /// ticks before scaling, so large counter values lose no precision).
+    pub fn read_ns(&self, ctx: &GpuContext) -> Result<Vec<f64>> {
+        let words: Vec<u32> = ctx.map_read(&self.readback, self.count as usize * 2)?;
+        let ticks: Vec<u64> = words
+            .chunks_exact(2)
+            .map(|w| u64::from(w[0]) | (u64::from(w[1]) << 32))
+            .collect();
+        let t0 = ticks.iter().copied().min().unwrap_or(0);
+        Ok(ticks
+            .iter()
+            .map(|&t| (t - t0) as f64 * self.period_ns)
+            .collect())
+    }
 }
 
 /// A wgpu device and queue with what mamba-wgpu learned about them.
@@ -103,7 +171,8 @@ impl GpuContext {
         let wanted = wgpu::Features::SHADER_F16
             | wgpu::Features::SUBGROUP
             | wgpu::Features::TIMESTAMP_QUERY
-            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
         let required_features = adapter.features() & wanted;
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -144,6 +213,14 @@ impl GpuContext {
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
             subgroup: f.contains(wgpu::Features::SUBGROUP),
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamp_inside_encoders: f.contains(
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+            ),
+            timestamp_inside_passes: f.contains(
+                wgpu::Features::TIMESTAMP_QUERY
+                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+                    | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            ),
         };
         let limits = device.limits();
         let errors = Arc::new(Mutex::new(Vec::new()));
@@ -205,6 +282,54 @@ impl GpuContext {
     /// Optional features present on the device.
     pub fn features(&self) -> DeviceFeatures {
         self.features
+    }
+
+    /// Nanoseconds per timestamp tick (0 where the device has no timestamp queries).
+    pub fn timestamp_period_ns(&self) -> f64 {
+        if self.features.timestamp_query {
+            f64::from(self.queue.get_timestamp_period())
+        } else {
+            0.0
+        }
+    }
+
+    /// A set of `count` GPU timestamp slots with the buffers to resolve and read them back.
+    /// Fails with [`Error::MissingFeature`] where the device has no timestamp queries.
+    pub fn timestamp_queries(&self, count: u32) -> Result<TimestampQueries> {
+        if !self.features.timestamp_query {
+            return Err(Error::MissingFeature("TIMESTAMP_QUERY"));
+        }
+        let count = count.max(1);
+        let per = wgpu::QUERY_SET_MAX_QUERIES;
+        let sets = (0..count.div_ceil(per))
+            .map(|i| {
+                let n = (count - i * per).min(per);
+                let set = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("mamba_wgpu.timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: n,
+                });
+                let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("mamba_wgpu.timestamps.resolve"),
+                    size: u64::from(n) * wgpu::QUERY_SIZE as u64,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                (set, resolve, n)
+            })
+            .collect();
+        let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("mamba_wgpu.timestamps.readback"),
+            size: u64::from(count) * wgpu::QUERY_SIZE as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(TimestampQueries {
+            sets,
+            readback,
+            count,
+            period_ns: self.timestamp_period_ns(),
+        })
     }
 
     /// The adapter's name, or "application device" when the application handed us its device.

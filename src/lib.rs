@@ -10,6 +10,7 @@ pub mod context;
 pub mod error;
 pub mod kernels;
 pub mod model;
+pub mod profile;
 pub mod reference;
 pub mod tensor;
 #[cfg(feature = "tokenizer")]
@@ -17,4 +18,5 @@ pub mod tokenizer;
 
 pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
-pub use model::{Mamba1, Model, Sampling, Session, SessionOptions};
+pub use model::{LoadOptions, Mamba1, Mamba2, Model, Sampling, Session, SessionOptions};
+pub use tensor::WeightDtype;

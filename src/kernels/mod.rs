@@ -25,6 +25,7 @@ pub mod ssd_chunk_scan;
 pub mod ssd_chunk_state;
 pub mod ssd_state_passing;
 pub mod ssd_state_update;
+pub mod stream_read;
 
 /// The most workgroups one dispatch dimension may have on every WebGPU device.
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
@@ -61,6 +62,8 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         embedding::INFO,
         matmul::INFO,
         gemv::INFO,
+        matmul::INFO_F16,
+        gemv::INFO_F16,
         conv1d::INFO,
         conv1d_step::INFO,
         selective_scan::INFO,
@@ -72,6 +75,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         ssd_state_passing::INFO,
         ssd_chunk_scan::INFO,
         ssd_state_update::INFO,
+        stream_read::INFO,
     ]
 }
 

@@ -23,11 +23,15 @@ use crate::kernels::sample::{Sample, SampleBuffers, SampleParams};
 use crate::model::plan::Plan;
 use crate::model::weights::WeightSource;
 use crate::model::Sampling;
-use crate::tensor::{GpuTensor, PagedMatrix};
+use crate::profile::{self, Profile, ProfileMode};
+use crate::tensor::{GpuTensor, PagedMatrix, WeightDtype};
 
 /// The rows a linear layer reads for a token count `len`: `(m, x_offset, x_stride)`, where an
 /// `x_stride` of 0 keeps the layer's own.
 pub(crate) type RowsFn = Arc<dyn Fn(u32) -> (u32, u32, u32) + Send + Sync>;
+
+/// Products of at most this many rows run as GEMVs rather than tiled matmuls.
+const GEMV_MAX_ROWS: u32 = 16;
 
 /// What a mixer records into, for one layer.
 pub(crate) struct Rec<'a> {
@@ -68,6 +72,9 @@ pub(crate) struct CommonKernels {
     embedding: Embedding,
     matmul: Matmul,
     gemv: Gemv,
+    /// The same products over f16 weights.
+    matmul_f16: Matmul,
+    gemv_f16: Gemv,
     sample: Sample,
 }
 
@@ -96,17 +103,27 @@ pub(crate) struct LmDims {
     pub padded_vocab: usize,
     pub tie_embeddings: bool,
     pub eps: f32,
+    /// Storage of lm_head (a tied one gets its own copy when this is not f32); the mixers
+    /// apply it to their projections.
+    pub dtype: WeightDtype,
 }
 
-/// Uploads a `[rows, cols]` weight matrix from `src`, paged to the binding limit.
+/// Uploads a `[rows, cols]` weight matrix from `src` stored as `dtype` (converted from the
+/// checkpoint's f32/f16/bf16 on the CPU), paged to the binding limit.
 pub(crate) fn matrix(
     ctx: &GpuContext,
     src: &dyn WeightSource,
     name: &str,
     rows: usize,
     cols: usize,
+    dtype: WeightDtype,
 ) -> Result<PagedMatrix> {
-    PagedMatrix::from_slice(ctx, name, &src.f32(name, &[rows, cols])?, rows, cols)
+    let data = src.f32(name, &[rows, cols])?;
+    PagedMatrix::from_slice_as(ctx, name, &data, rows, cols, dtype).map_err(|e| match e {
+        // Name the file as well when a value does not fit f16.
+        Error::InvalidInput(msg) => Error::tensor(src.file_of(name), name, msg),
+        e => e,
+    })
 }
 
 /// Uploads a small tensor from `src`.
@@ -150,11 +167,16 @@ impl Lm {
                 ),
             ));
         }
-        let embedding = matrix(&ctx, src, emb_name, vocab, d)?;
-        let lm_head = if dims.tie_embeddings {
-            None
+        // The embedding gather reads f32 rows, so the table stays f32; a tied lm_head in
+        // another dtype is a second copy of it (the head is streamed whole every step, the
+        // table only gathered).
+        let embedding = matrix(&ctx, src, emb_name, vocab, d, WeightDtype::F32)?;
+        let lm_head = if !dims.tie_embeddings {
+            Some(matrix(&ctx, src, "lm_head.weight", vocab, d, dims.dtype)?)
+        } else if dims.dtype != WeightDtype::F32 {
+            Some(matrix(&ctx, src, emb_name, vocab, d, dims.dtype)?)
         } else {
-            Some(matrix(&ctx, src, "lm_head.weight", vocab, d)?)
+            None
         };
         let block_norms = (0..dims.n_layer)
             .map(|i| vector(&ctx, src, &format!("backbone.layers.{i}.norm.weight"), &[d]))
@@ -165,6 +187,8 @@ impl Lm {
             embedding: Embedding::new(&ctx)?,
             matmul: Matmul::new(&ctx)?,
             gemv: Gemv::new(&ctx)?,
+            matmul_f16: Matmul::for_dtype(&ctx, WeightDtype::F16)?,
+            gemv_f16: Gemv::for_dtype(&ctx, WeightDtype::F16)?,
             sample: Sample::new(&ctx)?,
         };
         let dummy = ctx.storage_buffer("dummy", 4)?;
@@ -190,7 +214,7 @@ impl Lm {
     }
 
     /// Adds `y[row, page cols] = x[row, ..] · pageᵀ (+ bias)` for every page of `w`: a tiled
-    /// matmul in the prefill plan, a GEMV in the decode plan.
+    /// matmul in the prefill plan, a GEMV in the decode plan, each the variant for `w`'s dtype.
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         &self,
@@ -205,6 +229,14 @@ impl Lm {
         rows: RowsFn,
     ) {
         let ctx = &*self.ctx;
+        let (matmul, gemv) = match w.dtype {
+            WeightDtype::F32 => (&self.k.matmul, &self.k.gemv),
+            WeightDtype::F16 => (&self.k.matmul_f16, &self.k.gemv_f16),
+        };
+        // A GEMV streams each weight once for a few rows; the tiled matmul pays for tiles of 64
+        // rows, so a product of few rows (decode, or the prefill's last-token lm_head) uses the
+        // GEMV. The row count is the plan's largest (its capacity).
+        let few_rows = r.decode || rows(r.cap).0 <= GEMV_MAX_ROWS;
         for page in &w.pages {
             let (n_rows, col0, k) = (page.rows as u32, page.row_start as u32, w.cols as u32);
             let flags = bias.is_some() as u32;
@@ -230,13 +262,11 @@ impl Lm {
                 bias: bias.map(|t| &t.buffer).unwrap_or(&self.dummy),
                 y,
             };
-            if r.decode {
-                plan.push(r.cap, params, Gemv::workgroups, |p| {
-                    self.k.gemv.bind(ctx, p, bufs)
-                });
+            if few_rows {
+                plan.push(r.cap, params, Gemv::workgroups, |p| gemv.bind(ctx, p, bufs));
             } else {
                 plan.push(r.cap, params, Matmul::workgroups, |p| {
-                    self.k.matmul.bind(ctx, p, bufs)
+                    matmul.bind(ctx, p, bufs)
                 });
             }
         }
@@ -673,6 +703,135 @@ impl Session {
             ctx.check()?;
             Ok(None)
         }
+    }
+
+    /// [`Session::submit`] with every dispatch timed (see [`crate::profile`]): the same
+    /// dispatches over the same buffers, so the same results, but recorded one by one with
+    /// timestamps (or submitted one by one under [`ProfileMode::WallClock`]).
+    fn submit_profiled(
+        &mut self,
+        decode: bool,
+        len: u32,
+        sample: bool,
+        mode: ProfileMode,
+        phase: &str,
+    ) -> Result<(Option<Vec<u32>>, Profile)> {
+        let ctx = self.m.ctx.clone();
+        let mode = mode.resolve(&ctx)?;
+        let (plan, sampler) = if decode {
+            (&mut self.decode, &mut self.decode_sample)
+        } else {
+            (&mut self.prefill, &mut self.prefill_sample)
+        };
+        plan.set_len(&ctx, len);
+        if sample {
+            sampler.set_len(&ctx, len);
+        }
+        let mut steps: Vec<_> = plan.steps().collect();
+        let n_main = steps.len();
+        if sample {
+            steps.extend(sampler.steps());
+        }
+        let labels: Vec<&str> = steps.iter().map(|(d, _)| d.label()).collect();
+        let sections = profile::sections(&labels, self.m.mixer.n_layer(), steps.len() - n_main);
+        let (next_ids, readback, bytes) = (&self.next_ids, &self.readback, (self.batch * 4) as u64);
+        let (timings, wall_ns) = profile::run_profiled(&ctx, &steps, &sections, mode, |enc| {
+            if sample {
+                enc.copy_buffer_to_buffer(next_ids, 0, readback, 0, bytes);
+            }
+        })?;
+        let profile = Profile {
+            phase: phase.to_string(),
+            tokens: self.batch * len as usize,
+            mode,
+            timings,
+            wall_ns,
+        };
+        let tokens = if sample {
+            Some(ctx.map_read(&self.readback, self.batch)?)
+        } else {
+            None
+        };
+        Ok((tokens, profile))
+    }
+
+    /// Like [`Session::prefill`], with every dispatch timed; the chunks of a long prompt are
+    /// appended into one [`Profile`].
+    pub fn prefill_profiled(
+        &mut self,
+        prompts: &[&[u32]],
+        mode: ProfileMode,
+    ) -> Result<(Vec<u32>, Profile)> {
+        let len = self.check_prompts(prompts)?;
+        let mut out = None;
+        let mut total: Option<Profile> = None;
+        let mut t0 = 0;
+        while t0 < len {
+            let n = self.chunk.min(len - t0);
+            self.upload_ids(prompts, t0, n);
+            let (tokens, p) =
+                self.submit_profiled(false, n as u32, t0 + n == len, mode, "prefill")?;
+            out = tokens;
+            match &mut total {
+                Some(t) => t.append(p),
+                None => total = Some(p),
+            }
+            t0 += n;
+        }
+        self.position += len;
+        match (out, total) {
+            (Some(out), Some(p)) => Ok((out, p)),
+            _ => Err(Error::Gpu("prefill produced no token".into())),
+        }
+    }
+
+    /// Like [`Session::decode`], with every dispatch timed.
+    pub fn decode_profiled(&mut self, mode: ProfileMode) -> Result<(Vec<u32>, Profile)> {
+        if self.position == 0 {
+            return Err(Error::InvalidInput("decode before any prefill".into()));
+        }
+        let (out, p) = self.submit_profiled(true, 1, true, mode, "decode")?;
+        self.position += 1;
+        Ok((out.unwrap_or_default(), p))
+    }
+
+    /// Like [`Session::logits`], with every dispatch timed (no sampling).
+    pub fn logits_profiled(
+        &mut self,
+        prompts: &[&[u32]],
+        mode: ProfileMode,
+    ) -> Result<(Vec<f32>, Profile)> {
+        if !self.all_logits {
+            return Err(Error::InvalidInput(
+                "this session keeps only the last logits; build it with all_logits".into(),
+            ));
+        }
+        let len = self.check_prompts(prompts)?;
+        let v = self.m.vocab;
+        let mut out = vec![0.0f32; self.batch * len * v];
+        let mut total: Option<Profile> = None;
+        let mut t0 = 0;
+        while t0 < len {
+            let n = self.chunk.min(len - t0);
+            self.upload_ids(prompts, t0, n);
+            let (_, p) = self.submit_profiled(false, n as u32, false, mode, "logits")?;
+            match &mut total {
+                Some(t) => t.append(p),
+                None => total = Some(p),
+            }
+            let chunk: Vec<f32> =
+                self.m
+                    .ctx
+                    .read_buffer(&self.prefill_acts.logits, 0, self.batch * n * v)?;
+            for bi in 0..self.batch {
+                out[(bi * len + t0) * v..(bi * len + t0 + n) * v]
+                    .copy_from_slice(&chunk[bi * n * v..(bi + 1) * n * v]);
+            }
+            t0 += n;
+        }
+        self.position += len;
+        let p = total.ok_or_else(|| Error::Gpu("logits ran no forward".into()))?;
+        Ok((out, p))
     }
 
     fn upload_ids(&self, prompts: &[&[u32]], t0: usize, n: usize) {

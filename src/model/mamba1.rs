@@ -28,6 +28,7 @@ use crate::model::config::{read_json, Mamba1Config};
 use crate::model::lm::{matrix, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions};
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
+use crate::model::LoadOptions;
 use crate::tensor::{GpuTensor, PagedMatrix};
 
 struct Layer {
@@ -78,18 +79,34 @@ fn opt_vector(
 impl Mamba1 {
     /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto `ctx`'s device.
     pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        Self::load_with(ctx, dir, &LoadOptions::default())
+    }
+
+    /// [`Mamba1::load`] with options (weight storage).
+    pub fn load_with(ctx: Arc<GpuContext>, dir: &Path, options: &LoadOptions) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let cfg = Mamba1Config::from_json(&cfg_path, &read_json(&cfg_path)?)?;
         let ck = Checkpoint::open(dir)?;
-        Self::from_source(ctx, cfg, &ck)
+        Self::from_source_with(ctx, cfg, &ck, options)
     }
 
-    /// Uploads the weights `src` holds for a model described by `cfg`.
+    /// Uploads the weights `src` holds for a model described by `cfg` (f32 weights).
     pub fn from_source(
         ctx: Arc<GpuContext>,
         cfg: Mamba1Config,
         src: &dyn WeightSource,
     ) -> Result<Self> {
+        Self::from_source_with(ctx, cfg, src, &LoadOptions::default())
+    }
+
+    /// [`Mamba1::from_source`] with options (weight storage).
+    pub fn from_source_with(
+        ctx: Arc<GpuContext>,
+        cfg: Mamba1Config,
+        src: &dyn WeightSource,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let dt = options.dtype;
         let (d, e, n, r, k) = (
             cfg.d_model,
             cfg.d_inner,
@@ -114,7 +131,7 @@ impl Mamba1 {
             ]
             .concat();
             layers.push(Layer {
-                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), 2 * e, d)?,
+                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), 2 * e, d, dt)?,
                 in_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -124,10 +141,10 @@ impl Mamba1 {
                 )?,
                 conv_w: vector(&ctx, src, &format!("{m}conv1d.weight"), &[e, 1, k])?,
                 conv_b: opt_vector(&ctx, src, &format!("{m}conv1d.bias"), e, cfg.use_conv_bias)?,
-                x_proj: matrix(&ctx, src, &format!("{m}x_proj.weight"), r + 2 * n, e)?,
-                dt_proj: matrix(&ctx, src, &format!("{m}dt_proj.weight"), e, r)?,
+                x_proj: matrix(&ctx, src, &format!("{m}x_proj.weight"), r + 2 * n, e, dt)?,
+                dt_proj: matrix(&ctx, src, &format!("{m}dt_proj.weight"), e, r, dt)?,
                 ssm: GpuTensor::from_slice(&ctx, "ssm", &ssm, &[ssm.len()])?,
-                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e)?,
+                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt)?,
                 out_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -152,6 +169,7 @@ impl Mamba1 {
             padded_vocab: cfg.padded_vocab(),
             tie_embeddings: cfg.tie_embeddings,
             eps: cfg.eps,
+            dtype: dt,
         };
         let lm = Lm::load(ctx, src, &dims, Box::new(mixer))?;
         Ok(Self {
@@ -203,8 +221,18 @@ impl Mamba1 {
     /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on the
     /// GPU: for benches of real model sizes without a download.
     pub fn random(ctx: Arc<GpuContext>, cfg: Mamba1Config, seed: u64) -> Result<Self> {
+        Self::random_with(ctx, cfg, seed, &LoadOptions::default())
+    }
+
+    /// [`Mamba1::random`] with options (weight storage).
+    pub fn random_with(
+        ctx: Arc<GpuContext>,
+        cfg: Mamba1Config,
+        seed: u64,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
-        Self::from_source(ctx, cfg, &src)
+        Self::from_source_with(ctx, cfg, &src, options)
     }
 
     /// The config.

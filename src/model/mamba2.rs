@@ -37,6 +37,7 @@ use crate::model::config::{read_json, Mamba2Config};
 use crate::model::lm::{matrix, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions};
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
+use crate::model::LoadOptions;
 use crate::tensor::{GpuTensor, PagedMatrix};
 
 struct Layer {
@@ -94,18 +95,34 @@ fn opt_vector(
 impl Mamba2 {
     /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto `ctx`'s device.
     pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        Self::load_with(ctx, dir, &LoadOptions::default())
+    }
+
+    /// [`Mamba2::load`] with options (weight storage).
+    pub fn load_with(ctx: Arc<GpuContext>, dir: &Path, options: &LoadOptions) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let cfg = Mamba2Config::from_json(&cfg_path, &read_json(&cfg_path)?)?;
         let ck = Checkpoint::open(dir)?;
-        Self::from_source(ctx, cfg, &ck)
+        Self::from_source_with(ctx, cfg, &ck, options)
     }
 
-    /// Uploads the weights `src` holds for a model described by `cfg`.
+    /// Uploads the weights `src` holds for a model described by `cfg` (f32 weights).
     pub fn from_source(
         ctx: Arc<GpuContext>,
         cfg: Mamba2Config,
         src: &dyn WeightSource,
     ) -> Result<Self> {
+        Self::from_source_with(ctx, cfg, src, &LoadOptions::default())
+    }
+
+    /// [`Mamba2::from_source`] with options (weight storage).
+    pub fn from_source_with(
+        ctx: Arc<GpuContext>,
+        cfg: Mamba2Config,
+        src: &dyn WeightSource,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let dt = options.dtype;
         let (d, e, h, k) = (cfg.d_model, cfg.d_inner, cfg.num_heads, cfg.d_conv);
         let (conv_dim, d_in_proj) = (cfg.conv_dim(), cfg.d_in_proj());
         // The kernels' own preconditions, checked once here rather than per dispatch.
@@ -131,7 +148,7 @@ impl Mamba2 {
             ]
             .concat();
             layers.push(Layer {
-                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), d_in_proj, d)?,
+                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), d_in_proj, d, dt)?,
                 in_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -149,7 +166,7 @@ impl Mamba2 {
                 )?,
                 heads: GpuTensor::from_slice(&ctx, "heads", &heads, &[3 * h])?,
                 norm: vector(&ctx, src, &format!("{m}norm.weight"), &[e])?,
-                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e)?,
+                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt)?,
                 out_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -176,6 +193,7 @@ impl Mamba2 {
             padded_vocab: cfg.padded_vocab(),
             tie_embeddings: cfg.tie_embeddings,
             eps: cfg.eps,
+            dtype: dt,
         };
         let mixer = Mamba2Mixer {
             cfg: cfg.clone(),
@@ -224,8 +242,18 @@ impl Mamba2 {
 
     /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on the GPU.
     pub fn random(ctx: Arc<GpuContext>, cfg: Mamba2Config, seed: u64) -> Result<Self> {
+        Self::random_with(ctx, cfg, seed, &LoadOptions::default())
+    }
+
+    /// [`Mamba2::random`] with options (weight storage).
+    pub fn random_with(
+        ctx: Arc<GpuContext>,
+        cfg: Mamba2Config,
+        seed: u64,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
-        Self::from_source(ctx, cfg, &src)
+        Self::from_source_with(ctx, cfg, &src, options)
     }
 
     /// The config.

@@ -15,10 +15,22 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 pub use crate::kernels::sample::SamplingConfig as Sampling;
+pub use crate::tensor::WeightDtype;
 pub use config::{Family, Mamba1Config, Mamba2Config};
 pub use lm::{Session, SessionOptions};
 pub use mamba1::Mamba1;
 pub use mamba2::Mamba2;
+
+/// How a model's weights are put on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Storage of the big matrices: the mixers' projections and lm_head (f32 by default).
+    /// With [`WeightDtype::F16`] they are rounded to f16 on load (from f32, f16 or bf16
+    /// checkpoints; a value beyond ±65504 is an error) and widened in the kernels, which sum
+    /// in f32; activations, states, norms, conv and SSM parameters stay f32. The embedding
+    /// table stays f32 (its gather reads f32), so a tied lm_head gets an f16 copy of it.
+    pub dtype: WeightDtype,
+}
 
 /// A loaded model of any supported family.
 #[derive(Clone, Debug)]
@@ -30,8 +42,13 @@ pub enum Model {
 }
 
 impl Model {
-    /// Loads a checkpoint folder, choosing the family from its config.json.
+    /// Loads a checkpoint folder, choosing the family from its config.json (f32 weights).
     pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
+        Self::load_with(ctx, dir, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with options (weight storage).
+    pub fn load_with(ctx: Arc<GpuContext>, dir: &Path, options: &LoadOptions) -> Result<Self> {
         if !dir.is_dir() {
             return Err(Error::Checkpoint {
                 file: dir.to_path_buf(),
@@ -42,19 +59,29 @@ impl Model {
         let cfg_path = dir.join("config.json");
         let v = config::read_json(&cfg_path)?;
         match config::family(&cfg_path, &v)? {
-            Family::Mamba1 => Ok(Model::Mamba1(Mamba1::load(ctx, dir)?)),
-            Family::Mamba2 => Ok(Model::Mamba2(Mamba2::load(ctx, dir)?)),
+            Family::Mamba1 => Ok(Model::Mamba1(Mamba1::load_with(ctx, dir, options)?)),
+            Family::Mamba2 => Ok(Model::Mamba2(Mamba2::load_with(ctx, dir, options)?)),
         }
     }
 
     /// A random-weight model of a published checkpoint's dimensions (`mamba-130m` ...
     /// `mamba-2.8b`, `mamba2-130m` ... `mamba2-2.7b`), built directly on the GPU.
     pub fn preset(ctx: Arc<GpuContext>, name: &str, seed: u64) -> Result<Self> {
+        Self::preset_with(ctx, name, seed, &LoadOptions::default())
+    }
+
+    /// [`Model::preset`] with options (weight storage).
+    pub fn preset_with(
+        ctx: Arc<GpuContext>,
+        name: &str,
+        seed: u64,
+        options: &LoadOptions,
+    ) -> Result<Self> {
         if let Some(cfg) = Mamba1Config::preset(name) {
-            return Ok(Model::Mamba1(Mamba1::random(ctx, cfg, seed)?));
+            return Ok(Model::Mamba1(Mamba1::random_with(ctx, cfg, seed, options)?));
         }
         if let Some(cfg) = Mamba2Config::preset(name) {
-            return Ok(Model::Mamba2(Mamba2::random(ctx, cfg, seed)?));
+            return Ok(Model::Mamba2(Mamba2::random_with(ctx, cfg, seed, options)?));
         }
         Err(Error::InvalidInput(format!("unknown preset `{name}`")))
     }

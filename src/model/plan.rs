@@ -60,6 +60,24 @@ impl Plan {
         }
     }
 
+    /// Every step's dispatch with its current params as 4-byte words, in record order (for
+    /// profiling: a timed forward records the dispatches itself, and the words name shapes).
+    pub fn steps(&self) -> impl Iterator<Item = (&Dispatch, Vec<u32>)> + '_ {
+        self.steps.iter().map(|s| {
+            let words = s
+                .current
+                .map(|len| {
+                    let (bytes, _) = (s.params_for)(len);
+                    bytes
+                        .chunks_exact(4)
+                        .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (&s.dispatch, words)
+        })
+    }
+
     /// Dispatches recorded per forward (empty ones are skipped at record time but counted here).
     pub fn len(&self) -> usize {
         self.steps.len()

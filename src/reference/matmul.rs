@@ -5,6 +5,9 @@
 //! matrix into a wider output the way the kernels' `y_offset`, `y_stride` and accumulate flag do.
 //! Together they are the kernels' spec:
 //! `y[y_offset + r·y_stride + c] = (accumulate ? y[..] : 0) + (Σ_i x[..]·w[c·k + i] + bias[c])`.
+//!
+//! With f16 weight storage (`mamba_wgpu.matmul_f16`, `mamba_wgpu.gemv_f16`) the kernels compute
+//! the same f32 sums over the weights rounded to f16: [`linear`] of [`round_to_f16`]`(w)`.
 
 /// `out[r·n + c] = Σ_{i<k} x[x_offset + r·x_stride + i] · w[c·k + i] + bias[c]` for `r < m`,
 /// `c < n`, summed in f32 in increasing `i`, the bias added after the sum. `w` is `[n, k]`
@@ -59,4 +62,11 @@ pub fn write_rows(
             *d = if accumulate { *d + v } else { *v };
         }
     }
+}
+
+/// Each value rounded to the nearest f16 (ties to even) and widened back to f32: the weights an
+/// f16-storage kernel multiplies (`crate::tensor::WeightDtype::F16`). Every f16 is exactly an
+/// f32, so the kernels' products and f32 sums are then the twin's.
+pub fn round_to_f16(w: &[f32]) -> Vec<f32> {
+    w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect()
 }
