@@ -7,9 +7,9 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::fixtures::{assert_logits, max_diff, Case};
+use common::fixtures::{self as fx, assert_logits, Case};
 use common::shared;
-use mamba_wgpu::{ContextOptions, GpuContext, Mamba1, Sampling, SessionOptions};
+use mamba_wgpu::{ContextOptions, GpuContext, Mamba1, Sampling, SessionOptions, WeightDtype};
 
 fn fixture_dir(name: &str) -> PathBuf {
     common::fixtures::fixture_dir("mamba1", name)
@@ -38,89 +38,19 @@ fn load(name: &str) -> Mamba1 {
 }
 
 #[test]
-fn logits_match_transformers_on_every_fixture() {
+fn logits_and_greedy_tokens_match_transformers_on_every_fixture() {
+    // Greedy: prefill then cached decode, as transformers' generate(use_cache=True).
     for name in FIXTURES {
-        let m = load(name);
-        for (k, c) in cases(name).iter().enumerate() {
-            let mut s = m
-                .session(&SessionOptions {
-                    batch: c.batch,
-                    all_logits: true,
-                    ..Default::default()
-                })
-                .unwrap();
-            let got = s.logits(&refs(c)).unwrap();
-            assert_logits(
-                &format!("{name} case {k} (B={}, L={})", c.batch, c.len),
-                &got,
-                &c.logits,
-            );
-        }
-    }
-}
-
-#[test]
-fn greedy_tokens_match_transformers_with_cache() {
-    for name in FIXTURES {
-        let m = load(name);
-        for (k, c) in cases(name).iter().enumerate() {
-            let mut s = m
-                .session(&SessionOptions {
-                    batch: c.batch,
-                    sampling: Sampling::default(),
-                    ..Default::default()
-                })
-                .unwrap();
-            let g = c.greedy[0].len();
-            let mut got: Vec<Vec<u32>> = vec![Vec::new(); c.batch];
-            let first = s.prefill(&refs(c)).unwrap();
-            for (b, t) in first.into_iter().enumerate() {
-                got[b].push(t);
-            }
-            for _ in 1..g {
-                for (b, t) in s.decode().unwrap().into_iter().enumerate() {
-                    got[b].push(t);
-                }
-            }
-            assert_eq!(got, c.greedy, "{name} case {k}: greedy tokens");
-        }
+        fx::check_fixture("mamba1", name, WeightDtype::F32, 1e-4);
     }
 }
 
 #[test]
 fn prefill_then_decode_equals_one_long_prefill() {
-    for name in ["tiny_tied", "untied_dconv3", "odd_sizes"] {
-        let m = load(name);
-        let c = cases(name)
-            .into_iter()
-            .max_by_key(|c| c.len * 10 + c.batch)
-            .unwrap();
-        let v = m.vocab();
-        // Prompts of 1, d_conv-1 and 5 tokens, then the rest one token at a time.
-        for split in [1usize, m.config().d_conv - 1, 5] {
-            let mut s = m
-                .session(&SessionOptions {
-                    batch: c.batch,
-                    all_logits: true,
-                    ..Default::default()
-                })
-                .unwrap();
-            let head: Vec<&[u32]> = c.ids.iter().map(|r| &r[..split]).collect();
-            s.logits(&head).unwrap();
-            for t in split..c.len.min(split + 12) {
-                let tokens: Vec<u32> = c.ids.iter().map(|r| r[t]).collect();
-                let got = s.decode_logits(&tokens).unwrap();
-                let want: Vec<f32> = (0..c.batch)
-                    .flat_map(|b| c.logits[(b * c.len + t) * v..(b * c.len + t + 1) * v].to_vec())
-                    .collect();
-                let (d, scale) = max_diff(&got, &want);
-                assert!(
-                    d <= 1e-4 * scale,
-                    "{name}: split {split}, decoded position {t}: max |Δlogit| {d:e}"
-                );
-            }
-        }
-    }
+    // Prompts of 1 token, d_conv-1 tokens (3, 2 and 3), and 5 tokens, then decode steps.
+    fx::check_prefill_then_decode("mamba1", "tiny_tied", &[1, 3, 5]);
+    fx::check_prefill_then_decode("mamba1", "untied_dconv3", &[1, 2, 5]);
+    fx::check_prefill_then_decode("mamba1", "odd_sizes", &[1, 3, 5]);
 }
 
 #[test]
@@ -163,33 +93,7 @@ fn chunked_prefill_and_prompt_continuation_equal_one_prefill() {
 #[test]
 fn batched_runs_equal_single_runs() {
     for name in ["tiny_tied", "untied_dconv3", "odd_sizes"] {
-        let m = load(name);
-        let c = cases(name).into_iter().find(|c| c.batch > 1).unwrap();
-        let v = m.vocab();
-        let mut s = m
-            .session(&SessionOptions {
-                batch: c.batch,
-                all_logits: true,
-                ..Default::default()
-            })
-            .unwrap();
-        let batched = s.logits(&refs(&c)).unwrap();
-        for b in 0..c.batch {
-            let mut one = m
-                .session(&SessionOptions {
-                    all_logits: true,
-                    ..Default::default()
-                })
-                .unwrap();
-            let single = one.logits(&[&c.ids[b]]).unwrap();
-            let part = &batched[b * c.len * v..(b + 1) * c.len * v];
-            let (d, scale) = max_diff(part, &single);
-            // Same kernels, same per-row summation order: equal up to rounding.
-            assert!(
-                d <= 1e-6 * scale.max(1.0),
-                "{name}: sequence {b} batched vs alone differs by {d:e}"
-            );
-        }
+        fx::check_batched_equals_single("mamba1", name);
     }
 }
 
@@ -328,94 +232,22 @@ fn models_and_sessions_can_move_between_threads() {
 /// reach 2.1e-3), so 5e-3 leaves a margin of 2.4 while a wrong term would cost O(1).
 const F16_STORAGE_TOLERANCE: f32 = 5e-3;
 
-fn load_f16(name: &str) -> Mamba1 {
-    use mamba_wgpu::model::{LoadOptions, WeightDtype};
-    let f16 = LoadOptions {
-        dtype: WeightDtype::F16,
-    };
-    Mamba1::load_with(shared().clone(), &fixture_dir(name), &f16)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-/// Greedy tokens of every sequence of `c`: prefill (matmul) then cached decode steps (gemv).
-fn greedy(m: &Mamba1, c: &Case) -> Vec<Vec<u32>> {
-    let mut s = m
-        .session(&SessionOptions {
-            batch: c.batch,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut got: Vec<Vec<u32>> = vec![Vec::new(); c.batch];
-    for (b, t) in s.prefill(&refs(c)).unwrap().into_iter().enumerate() {
-        got[b].push(t);
-    }
-    for _ in 1..c.greedy[0].len() {
-        for (b, t) in s.decode().unwrap().into_iter().enumerate() {
-            got[b].push(t);
-        }
-    }
-    got
-}
-
 #[test]
 fn f16_storage_of_f16_representable_weights_gives_the_f32_logits() {
     // The f16_weights checkpoint holds f16 values, so rounding to f16 changes nothing: the
     // f32 bar (1e-4 · max|logit|) and the same greedy tokens. Every matrix has an even column
     // count, so f16 storage is exactly half the bytes: the tied lm_head's copy included.
-    let m = load_f16("f16_weights");
-    assert_eq!(m.weight_bytes() * 2, load("f16_weights").weight_bytes());
-    for (k, c) in cases("f16_weights").iter().enumerate() {
-        let mut s = m
-            .session(&SessionOptions {
-                batch: c.batch,
-                all_logits: true,
-                ..Default::default()
-            })
-            .unwrap();
-        let got = s.logits(&refs(c)).unwrap();
-        assert_logits(
-            &format!("f16_weights case {k}, f16 storage"),
-            &got,
-            &c.logits,
-        );
-        assert_eq!(
-            greedy(&m, c),
-            c.greedy,
-            "f16_weights case {k}: greedy tokens"
-        );
-    }
+    let f16 = fx::load("mamba1", "f16_weights", WeightDtype::F16);
+    assert_eq!(f16.weight_bytes() * 2, load("f16_weights").weight_bytes());
+    fx::check_fixture("mamba1", "f16_weights", WeightDtype::F16, 1e-4);
 }
 
 #[test]
 fn f16_storage_stays_close_to_transformers_and_keeps_greedy_tokens() {
     // tiny_tied (tied head: its f16 copy), odd_sizes (odd column counts: packed rows end on a
-    // +0.0 pad half, end to end).
+    // +0.0 pad half). Greedy tokens are the same as transformers' on every case here (no
+    // top-2 margin is within the f16 error); a near-tie elsewhere could legitimately flip.
     for name in ["tiny_tied", "odd_sizes"] {
-        let m = load_f16(name);
-        for (k, c) in cases(name).iter().enumerate() {
-            let mut s = m
-                .session(&SessionOptions {
-                    batch: c.batch,
-                    all_logits: true,
-                    ..Default::default()
-                })
-                .unwrap();
-            let (d, scale) = max_diff(&s.logits(&refs(c)).unwrap(), &c.logits);
-            eprintln!(
-                "{name} case {k} f16 weights: max |Δlogit| / max|logit| = {:.2e}",
-                d / scale
-            );
-            assert!(
-                d <= F16_STORAGE_TOLERANCE * scale,
-                "{name} case {k}: f16 weights, max |Δlogit| {d:e} > {F16_STORAGE_TOLERANCE} · {scale}"
-            );
-            // The same as transformers' on every case here (no top-2 margin is within the f16
-            // error); a near-tie elsewhere could legitimately flip.
-            assert_eq!(
-                greedy(&m, c),
-                c.greedy,
-                "{name} case {k}: greedy tokens, f16 weights"
-            );
-        }
+        fx::check_fixture("mamba1", name, WeightDtype::F16, F16_STORAGE_TOLERANCE);
     }
 }

@@ -99,3 +99,134 @@ pub fn assert_logits(what: &str, got: &[f32], want: &[f32]) {
         "{what}: max |Δlogit| {d:e} > 1e-4 · {scale}"
     );
 }
+
+use mamba_wgpu::{LoadOptions, Model, SessionOptions, WeightDtype};
+
+/// Loads a fixture with weights stored as `dtype`.
+pub fn load(family: &str, name: &str, dtype: WeightDtype) -> Model {
+    Model::load_with(
+        super::shared().clone(),
+        &fixture_dir(family, name),
+        &LoadOptions { dtype },
+    )
+    .unwrap_or_else(|e| panic!("{family}/{name}: {e}"))
+}
+
+/// Greedy tokens of every sequence of `c`: a prefill (matmul path) then cached decode steps
+/// (GEMV path), as many as the fixture recorded.
+pub fn greedy(m: &Model, c: &Case) -> Vec<Vec<u32>> {
+    let mut s = m
+        .session(&SessionOptions {
+            batch: c.batch,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut got: Vec<Vec<u32>> = vec![Vec::new(); c.batch];
+    for (b, t) in s.prefill(&c.refs()).unwrap().into_iter().enumerate() {
+        got[b].push(t);
+    }
+    for _ in 1..c.greedy[0].len() {
+        for (b, t) in s.decode().unwrap().into_iter().enumerate() {
+            got[b].push(t);
+        }
+    }
+    got
+}
+
+/// Every case of a fixture: full-forward logits within `tol` · max|logit| of transformers'
+/// and greedy tokens identical to the recorded ones.
+pub fn check_fixture(family: &str, name: &str, dtype: WeightDtype, tol: f32) {
+    let m = load(family, name, dtype);
+    for (k, c) in cases(family, name).iter().enumerate() {
+        let mut s = m
+            .session(&SessionOptions {
+                batch: c.batch,
+                all_logits: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let (d, scale) = max_diff(&s.logits(&c.refs()).unwrap(), &c.logits);
+        eprintln!(
+            "{family}/{name} case {k} (B={}, L={}, {dtype:?}): max |Δlogit| = {d:.3e} (max |logit| {scale:.2}, ratio {:.2e})",
+            c.batch,
+            c.len,
+            d / scale
+        );
+        assert!(
+            d <= tol * scale,
+            "{family}/{name} case {k} ({dtype:?}): max |Δlogit| {d:e} > {tol} · {scale}"
+        );
+        assert_eq!(
+            greedy(&m, c),
+            c.greedy,
+            "{family}/{name} case {k} ({dtype:?}): greedy tokens"
+        );
+    }
+}
+
+/// A prompt of `split` tokens, then the following positions one decode step at a time, give
+/// the logits of one full forward at those positions (the longest case of the fixture).
+pub fn check_prefill_then_decode(family: &str, name: &str, splits: &[usize]) {
+    let m = load(family, name, WeightDtype::F32);
+    let c = cases(family, name)
+        .into_iter()
+        .max_by_key(|c| c.len * 10 + c.batch)
+        .unwrap();
+    let v = m.vocab();
+    for &split in splits {
+        let mut s = m
+            .session(&SessionOptions {
+                batch: c.batch,
+                all_logits: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let head: Vec<&[u32]> = c.ids.iter().map(|r| &r[..split]).collect();
+        s.logits(&head).unwrap();
+        for t in split..c.len.min(split + 12) {
+            let tokens: Vec<u32> = c.ids.iter().map(|r| r[t]).collect();
+            let got = s.decode_logits(&tokens).unwrap();
+            let want: Vec<f32> = (0..c.batch)
+                .flat_map(|b| c.logits[(b * c.len + t) * v..(b * c.len + t + 1) * v].to_vec())
+                .collect();
+            let (d, scale) = max_diff(&got, &want);
+            assert!(
+                d <= 1e-4 * scale,
+                "{family}/{name}: split {split}, decoded position {t}: max |Δlogit| {d:e}"
+            );
+        }
+    }
+}
+
+/// The batched case of a fixture gives, for each sequence, what that sequence gives alone.
+pub fn check_batched_equals_single(family: &str, name: &str) {
+    let m = load(family, name, WeightDtype::F32);
+    let c = cases(family, name)
+        .into_iter()
+        .find(|c| c.batch > 1)
+        .unwrap();
+    let v = m.vocab();
+    let mut s = m
+        .session(&SessionOptions {
+            batch: c.batch,
+            all_logits: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let batched = s.logits(&c.refs()).unwrap();
+    for b in 0..c.batch {
+        let mut one = m
+            .session(&SessionOptions {
+                all_logits: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let single = one.logits(&[&c.ids[b]]).unwrap();
+        let (d, scale) = max_diff(&batched[b * c.len * v..(b + 1) * c.len * v], &single);
+        // Same kernels, same per-row summation order: equal up to rounding.
+        assert!(
+            d <= 1e-6 * scale.max(1.0),
+            "{family}/{name}: sequence {b} batched vs alone differs by {d:e}"
+        );
+    }
+}
