@@ -1,5 +1,5 @@
 //! `rmsnorm`: RMSNorm over the rows of a `[rows, cols]` f32 tensor with the residual add fused
-//! in front (see `shaders/rmsnorm.wgsl`). CPU twin: [`crate::reference::rmsnorm`].
+//! in front (see `shaders/rmsnorm.wgsl`). CPU twin: [`crate::reference::rmsnorm::rmsnorm`].
 
 use std::sync::Arc;
 

@@ -918,3 +918,88 @@ impl Session {
             .read_buffer(&self.decode_acts.logits, 0, self.batch * self.m.vocab)
     }
 }
+
+/// The public surface every family's model handle shares (`Mamba1`, `Mamba2`): loading from a
+/// folder or a weight source, random weights, and the accessors. The family's module writes
+/// `from_source_with` and `tensor_shapes`; this writes the rest once.
+macro_rules! model_handle {
+    ($name:ident, $cfg:ty, $label:literal) => {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct($label).field("config", &self.cfg).finish()
+            }
+        }
+
+        impl $name {
+            /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto
+            /// `ctx`'s device, with f32 weights.
+            pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
+                Self::load_with(ctx, dir, &LoadOptions::default())
+            }
+
+            /// Loads a checkpoint folder with options (weight storage).
+            pub fn load_with(
+                ctx: Arc<GpuContext>,
+                dir: &Path,
+                options: &LoadOptions,
+            ) -> Result<Self> {
+                let cfg_path = dir.join("config.json");
+                let cfg = <$cfg>::from_json(&cfg_path, &read_json(&cfg_path)?)?;
+                let ck = Checkpoint::open(dir)?;
+                Self::from_source_with(ctx, cfg, &ck, options)
+            }
+
+            /// Uploads the weights `src` holds for a model described by `cfg` (f32 weights).
+            pub fn from_source(
+                ctx: Arc<GpuContext>,
+                cfg: $cfg,
+                src: &dyn WeightSource,
+            ) -> Result<Self> {
+                Self::from_source_with(ctx, cfg, src, &LoadOptions::default())
+            }
+
+            /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on
+            /// the GPU: for benches of real model sizes without a download.
+            pub fn random(ctx: Arc<GpuContext>, cfg: $cfg, seed: u64) -> Result<Self> {
+                Self::random_with(ctx, cfg, seed, &LoadOptions::default())
+            }
+
+            /// Random weights with options (weight storage).
+            pub fn random_with(
+                ctx: Arc<GpuContext>,
+                cfg: $cfg,
+                seed: u64,
+                options: &LoadOptions,
+            ) -> Result<Self> {
+                let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
+                Self::from_source_with(ctx, cfg, &src, options)
+            }
+
+            /// The config.
+            pub fn config(&self) -> &$cfg {
+                &self.cfg
+            }
+
+            /// Logits per token: the embedding's rows (the vocabulary, padded where the
+            /// checkpoint pads it).
+            pub fn vocab(&self) -> usize {
+                self.lm.vocab
+            }
+
+            /// Bytes of the weight matrices on the GPU (what one decode step streams).
+            pub fn weight_bytes(&self) -> u64 {
+                self.lm.weight_bytes()
+            }
+
+            /// The device context.
+            pub fn context(&self) -> &Arc<GpuContext> {
+                &self.lm.ctx
+            }
+
+            /// Starts a session of `options.batch` sequences with zeroed states.
+            pub fn session(&self, options: &SessionOptions) -> Result<Session> {
+                Session::new(self.lm.clone(), options)
+            }
+        }
+    };
+}

@@ -60,12 +60,6 @@ pub struct Mamba1 {
     cfg: Mamba1Config,
 }
 
-impl std::fmt::Debug for Mamba1 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mamba1").field("config", &self.cfg).finish()
-    }
-}
-
 fn opt_vector(
     ctx: &GpuContext,
     src: &dyn WeightSource,
@@ -77,29 +71,8 @@ fn opt_vector(
 }
 
 impl Mamba1 {
-    /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto `ctx`'s device.
-    pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
-        Self::load_with(ctx, dir, &LoadOptions::default())
-    }
-
-    /// [`Mamba1::load`] with options (weight storage).
-    pub fn load_with(ctx: Arc<GpuContext>, dir: &Path, options: &LoadOptions) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let cfg = Mamba1Config::from_json(&cfg_path, &read_json(&cfg_path)?)?;
-        let ck = Checkpoint::open(dir)?;
-        Self::from_source_with(ctx, cfg, &ck, options)
-    }
-
-    /// Uploads the weights `src` holds for a model described by `cfg` (f32 weights).
-    pub fn from_source(
-        ctx: Arc<GpuContext>,
-        cfg: Mamba1Config,
-        src: &dyn WeightSource,
-    ) -> Result<Self> {
-        Self::from_source_with(ctx, cfg, src, &LoadOptions::default())
-    }
-
-    /// [`Mamba1::from_source`] with options (weight storage).
+    /// Uploads the weights `src` holds for a model described by `cfg`, stored as
+    /// `options.dtype` asks.
     pub fn from_source_with(
         ctx: Arc<GpuContext>,
         cfg: Mamba1Config,
@@ -217,49 +190,9 @@ impl Mamba1 {
         }
         t
     }
-
-    /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on the
-    /// GPU: for benches of real model sizes without a download.
-    pub fn random(ctx: Arc<GpuContext>, cfg: Mamba1Config, seed: u64) -> Result<Self> {
-        Self::random_with(ctx, cfg, seed, &LoadOptions::default())
-    }
-
-    /// [`Mamba1::random`] with options (weight storage).
-    pub fn random_with(
-        ctx: Arc<GpuContext>,
-        cfg: Mamba1Config,
-        seed: u64,
-        options: &LoadOptions,
-    ) -> Result<Self> {
-        let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
-        Self::from_source_with(ctx, cfg, &src, options)
-    }
-
-    /// The config.
-    pub fn config(&self) -> &Mamba1Config {
-        &self.cfg
-    }
-
-    /// Logits per token: the embedding's rows (the vocabulary, padded where the checkpoint pads it).
-    pub fn vocab(&self) -> usize {
-        self.lm.vocab
-    }
-
-    /// Bytes of the weight matrices on the GPU (what one decode step streams).
-    pub fn weight_bytes(&self) -> u64 {
-        self.lm.weight_bytes()
-    }
-
-    /// The device context.
-    pub fn context(&self) -> &Arc<GpuContext> {
-        &self.lm.ctx
-    }
-
-    /// Starts a session of `options.batch` sequences with zeroed states.
-    pub fn session(&self, options: &SessionOptions) -> Result<Session> {
-        Session::new(self.lm.clone(), options)
-    }
 }
+
+model_handle!(Mamba1, Mamba1Config, "Mamba1");
 
 /// Indices into the mixer's activation buffers.
 const XZ: usize = 0;

@@ -76,12 +76,6 @@ pub struct Mamba2 {
     cfg: Mamba2Config,
 }
 
-impl std::fmt::Debug for Mamba2 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mamba2").field("config", &self.cfg).finish()
-    }
-}
-
 fn opt_vector(
     ctx: &GpuContext,
     src: &dyn WeightSource,
@@ -93,29 +87,8 @@ fn opt_vector(
 }
 
 impl Mamba2 {
-    /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto `ctx`'s device.
-    pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
-        Self::load_with(ctx, dir, &LoadOptions::default())
-    }
-
-    /// [`Mamba2::load`] with options (weight storage).
-    pub fn load_with(ctx: Arc<GpuContext>, dir: &Path, options: &LoadOptions) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let cfg = Mamba2Config::from_json(&cfg_path, &read_json(&cfg_path)?)?;
-        let ck = Checkpoint::open(dir)?;
-        Self::from_source_with(ctx, cfg, &ck, options)
-    }
-
-    /// Uploads the weights `src` holds for a model described by `cfg` (f32 weights).
-    pub fn from_source(
-        ctx: Arc<GpuContext>,
-        cfg: Mamba2Config,
-        src: &dyn WeightSource,
-    ) -> Result<Self> {
-        Self::from_source_with(ctx, cfg, src, &LoadOptions::default())
-    }
-
-    /// [`Mamba2::from_source`] with options (weight storage).
+    /// Uploads the weights `src` holds for a model described by `cfg`, stored as
+    /// `options.dtype` asks.
     pub fn from_source_with(
         ctx: Arc<GpuContext>,
         cfg: Mamba2Config,
@@ -239,48 +212,9 @@ impl Mamba2 {
         }
         t
     }
-
-    /// A model of `cfg`'s exact dimensions with seeded random weights, built directly on the GPU.
-    pub fn random(ctx: Arc<GpuContext>, cfg: Mamba2Config, seed: u64) -> Result<Self> {
-        Self::random_with(ctx, cfg, seed, &LoadOptions::default())
-    }
-
-    /// [`Mamba2::random`] with options (weight storage).
-    pub fn random_with(
-        ctx: Arc<GpuContext>,
-        cfg: Mamba2Config,
-        seed: u64,
-        options: &LoadOptions,
-    ) -> Result<Self> {
-        let src = RandomWeights::new(Self::tensor_shapes(&cfg), seed);
-        Self::from_source_with(ctx, cfg, &src, options)
-    }
-
-    /// The config.
-    pub fn config(&self) -> &Mamba2Config {
-        &self.cfg
-    }
-
-    /// Logits per token: the embedding's rows.
-    pub fn vocab(&self) -> usize {
-        self.lm.vocab
-    }
-
-    /// Bytes of the weight matrices on the GPU (what one decode step streams).
-    pub fn weight_bytes(&self) -> u64 {
-        self.lm.weight_bytes()
-    }
-
-    /// The device context.
-    pub fn context(&self) -> &Arc<GpuContext> {
-        &self.lm.ctx
-    }
-
-    /// Starts a session of `options.batch` sequences with zeroed states.
-    pub fn session(&self, options: &SessionOptions) -> Result<Session> {
-        Session::new(self.lm.clone(), options)
-    }
 }
+
+model_handle!(Mamba2, Mamba2Config, "Mamba2");
 
 /// Indices into the mixer's activation buffers.
 const ZX: usize = 0;

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+#[macro_use]
 pub(crate) mod lm;
 pub mod mamba1;
 pub mod mamba2;
