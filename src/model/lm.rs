@@ -11,6 +11,7 @@
 //! then `logits = rmsnorm(hidden + mix) · norm_f · lm_headᵀ` and the sampler picks the next
 //! token on the GPU.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::context::GpuContext;
@@ -919,6 +920,50 @@ impl Session {
     }
 }
 
+/// The shell's tensors (embedding, block norms, final norm, untied lm_head) in the HF spelling.
+pub(crate) fn shell_shapes(dims: &LmDims) -> HashMap<String, Vec<usize>> {
+    let d = dims.d_model;
+    let mut t = HashMap::new();
+    t.insert(
+        "backbone.embeddings.weight".to_string(),
+        vec![dims.padded_vocab, d],
+    );
+    t.insert("backbone.norm_f.weight".to_string(), vec![d]);
+    if !dims.tie_embeddings {
+        t.insert("lm_head.weight".to_string(), vec![dims.padded_vocab, d]);
+    }
+    for i in 0..dims.n_layer {
+        t.insert(format!("backbone.layers.{i}.norm.weight"), vec![d]);
+    }
+    t
+}
+
+/// The tensors every mixer has around its core, for layer prefix `m`: in_proj `[in_width,
+/// d_model]`, the depthwise conv `[channels, 1, d_conv]`, out_proj `[d_model, d_inner]`, and
+/// their biases where the config has them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn mixer_io_shapes(
+    t: &mut HashMap<String, Vec<usize>>,
+    m: &str,
+    d_model: usize,
+    in_width: usize,
+    channels: usize,
+    d_conv: usize,
+    d_inner: usize,
+    (use_bias, use_conv_bias): (bool, bool),
+) {
+    t.insert(format!("{m}in_proj.weight"), vec![in_width, d_model]);
+    t.insert(format!("{m}conv1d.weight"), vec![channels, 1, d_conv]);
+    t.insert(format!("{m}out_proj.weight"), vec![d_model, d_inner]);
+    if use_conv_bias {
+        t.insert(format!("{m}conv1d.bias"), vec![channels]);
+    }
+    if use_bias {
+        t.insert(format!("{m}in_proj.bias"), vec![in_width]);
+        t.insert(format!("{m}out_proj.bias"), vec![d_model]);
+    }
+}
+
 /// The public surface every family's model handle shares (`Mamba1`, `Mamba2`): loading from a
 /// folder or a weight source, random weights, and the accessors. The family's module writes
 /// `from_source_with` and `tensor_shapes`; this writes the rest once.
@@ -931,6 +976,19 @@ macro_rules! model_handle {
         }
 
         impl $name {
+            /// What the shared shell needs from the config.
+            fn lm_dims(cfg: &$cfg, dtype: WeightDtype) -> LmDims {
+                LmDims {
+                    d_model: cfg.d_model,
+                    n_layer: cfg.n_layer,
+                    vocab_size: cfg.vocab_size,
+                    padded_vocab: cfg.padded_vocab(),
+                    tie_embeddings: cfg.tie_embeddings,
+                    eps: cfg.eps,
+                    dtype,
+                }
+            }
+
             /// Loads a checkpoint folder (config.json + safetensors, either spelling) onto
             /// `ctx`'s device, with f32 weights.
             pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {

@@ -25,11 +25,13 @@ use crate::kernels::selective_scan::{
 use crate::kernels::selective_state_update::SelectiveStateUpdate;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
-use crate::model::lm::{matrix, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions};
+use crate::model::lm::{
+    matrix, mixer_io_shapes, shell_shapes, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions,
+};
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
 use crate::model::LoadOptions;
-use crate::tensor::{GpuTensor, PagedMatrix};
+use crate::tensor::{GpuTensor, PagedMatrix, WeightDtype};
 
 struct Layer {
     in_proj: PagedMatrix,
@@ -135,15 +137,7 @@ impl Mamba1 {
             scan: SelectiveScan::new(&ctx)?,
             state_update: SelectiveStateUpdate::new(&ctx)?,
         };
-        let dims = LmDims {
-            d_model: d,
-            n_layer: cfg.n_layer,
-            vocab_size: cfg.vocab_size,
-            padded_vocab: cfg.padded_vocab(),
-            tie_embeddings: cfg.tie_embeddings,
-            eps: cfg.eps,
-            dtype: dt,
-        };
+        let dims = Self::lm_dims(&cfg, dt);
         let lm = Lm::load(ctx, src, &dims, Box::new(mixer))?;
         Ok(Self {
             lm: Arc::new(lm),
@@ -153,40 +147,25 @@ impl Mamba1 {
 
     /// The names and shapes of every tensor a checkpoint of `cfg` holds (HF spelling).
     pub fn tensor_shapes(cfg: &Mamba1Config) -> HashMap<String, Vec<usize>> {
-        let (d, e, n, r, k) = (
-            cfg.d_model,
-            cfg.d_inner,
-            cfg.d_state,
-            cfg.dt_rank,
-            cfg.d_conv,
-        );
-        let mut t = HashMap::new();
-        t.insert(
-            "backbone.embeddings.weight".to_string(),
-            vec![cfg.padded_vocab(), d],
-        );
-        t.insert("backbone.norm_f.weight".to_string(), vec![d]);
-        if !cfg.tie_embeddings {
-            t.insert("lm_head.weight".to_string(), vec![cfg.padded_vocab(), d]);
-        }
+        let (d, e, n, r) = (cfg.d_model, cfg.d_inner, cfg.d_state, cfg.dt_rank);
+        let mut t = shell_shapes(&Self::lm_dims(cfg, WeightDtype::F32));
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");
-            t.insert(format!("backbone.layers.{i}.norm.weight"), vec![d]);
-            t.insert(format!("{m}in_proj.weight"), vec![2 * e, d]);
-            t.insert(format!("{m}conv1d.weight"), vec![e, 1, k]);
+            mixer_io_shapes(
+                &mut t,
+                &m,
+                d,
+                2 * e,
+                e,
+                cfg.d_conv,
+                e,
+                (cfg.use_bias, cfg.use_conv_bias),
+            );
             t.insert(format!("{m}x_proj.weight"), vec![r + 2 * n, e]);
             t.insert(format!("{m}dt_proj.weight"), vec![e, r]);
             t.insert(format!("{m}dt_proj.bias"), vec![e]);
             t.insert(format!("{m}A_log"), vec![e, n]);
             t.insert(format!("{m}D"), vec![e]);
-            t.insert(format!("{m}out_proj.weight"), vec![d, e]);
-            if cfg.use_conv_bias {
-                t.insert(format!("{m}conv1d.bias"), vec![e]);
-            }
-            if cfg.use_bias {
-                t.insert(format!("{m}in_proj.bias"), vec![2 * e]);
-                t.insert(format!("{m}out_proj.bias"), vec![d]);
-            }
         }
         t
     }

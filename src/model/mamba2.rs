@@ -34,11 +34,13 @@ use crate::kernels::ssd_state_update::{
 };
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba2Config};
-use crate::model::lm::{matrix, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions};
+use crate::model::lm::{
+    matrix, mixer_io_shapes, shell_shapes, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions,
+};
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
 use crate::model::LoadOptions;
-use crate::tensor::{GpuTensor, PagedMatrix};
+use crate::tensor::{GpuTensor, PagedMatrix, WeightDtype};
 
 struct Layer {
     in_proj: PagedMatrix,
@@ -159,15 +161,7 @@ impl Mamba2 {
             state_update: SsdStateUpdate::new(&ctx)?,
             norm: RmsnormGated::new(&ctx)?,
         };
-        let dims = LmDims {
-            d_model: d,
-            n_layer: cfg.n_layer,
-            vocab_size: cfg.vocab_size,
-            padded_vocab: cfg.padded_vocab(),
-            tie_embeddings: cfg.tie_embeddings,
-            eps: cfg.eps,
-            dtype: dt,
-        };
+        let dims = Self::lm_dims(&cfg, dt);
         let mixer = Mamba2Mixer {
             cfg: cfg.clone(),
             layers,
@@ -182,33 +176,25 @@ impl Mamba2 {
 
     /// The names and shapes of every tensor a checkpoint of `cfg` holds (HF spelling).
     pub fn tensor_shapes(cfg: &Mamba2Config) -> HashMap<String, Vec<usize>> {
-        let (d, e, h, k) = (cfg.d_model, cfg.d_inner, cfg.num_heads, cfg.d_conv);
-        let mut t = HashMap::new();
-        t.insert(
-            "backbone.embeddings.weight".to_string(),
-            vec![cfg.padded_vocab(), d],
-        );
-        t.insert("backbone.norm_f.weight".to_string(), vec![d]);
-        if !cfg.tie_embeddings {
-            t.insert("lm_head.weight".to_string(), vec![cfg.padded_vocab(), d]);
-        }
+        let (d, e, h) = (cfg.d_model, cfg.d_inner, cfg.num_heads);
+        let mut t = shell_shapes(&Self::lm_dims(cfg, WeightDtype::F32));
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");
-            t.insert(format!("backbone.layers.{i}.norm.weight"), vec![d]);
-            t.insert(format!("{m}in_proj.weight"), vec![cfg.d_in_proj(), d]);
-            t.insert(format!("{m}conv1d.weight"), vec![cfg.conv_dim(), 1, k]);
+            let biases = (cfg.use_bias, cfg.use_conv_bias);
+            mixer_io_shapes(
+                &mut t,
+                &m,
+                d,
+                cfg.d_in_proj(),
+                cfg.conv_dim(),
+                cfg.d_conv,
+                e,
+                biases,
+            );
             for name in ["A_log", "D", "dt_bias"] {
                 t.insert(format!("{m}{name}"), vec![h]);
             }
             t.insert(format!("{m}norm.weight"), vec![e]);
-            t.insert(format!("{m}out_proj.weight"), vec![d, e]);
-            if cfg.use_conv_bias {
-                t.insert(format!("{m}conv1d.bias"), vec![cfg.conv_dim()]);
-            }
-            if cfg.use_bias {
-                t.insert(format!("{m}in_proj.bias"), vec![cfg.d_in_proj()]);
-                t.insert(format!("{m}out_proj.bias"), vec![d]);
-            }
         }
         t
     }
