@@ -42,6 +42,10 @@ struct Args {
     /// streams; sums, activations and states stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Where the big matrices live: auto (textures on CPU adapters such as lavapipe, storage
+    /// buffers on GPUs), buffer or texture.
+    #[arg(long, default_value = "auto")]
+    storage: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
     json: bool,
@@ -103,6 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
     let load = mamba_wgpu::model::LoadOptions {
         dtype: a.dtype.parse()?,
+        storage: a.storage.parse()?,
     };
     let ctx = Arc::new(GpuContext::new()?);
     let adapter = ctx.adapter_name();

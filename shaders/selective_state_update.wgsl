@@ -13,12 +13,17 @@
 // Params:   16 u32 (64 bytes), mirrored by `SelectiveScanParams` in src/kernels/selective_scan.rs.
 // Geometry: workgroups of 64 invocations, one invocation per (b, d): ceil(d_inner / 64) groups
 //           per sequence, batch of those, folded into (x, y). A workgroup never spans two
-//           sequences, so it stages the token's B and C (2N floats, shared by all channels) in
-//           workgroup memory once instead of every invocation reading them.
+//           sequences, so the token's B and C (2N floats, shared by all channels) are read at
+//           lane-uniform addresses: one load feeds the whole workgroup on CPU adapters and hits
+//           the same cache line on GPUs. No workgroup memory, no barriers.
 // Math:     Δ = softplus(dt + dt_bias) (x if x > 20 else log1p(exp(x))), A = -exp(A_log),
 //           h[n] = exp(Δ A[n]) h[n] + Δ B[n] x,   y = Σ_n C[n] h[n] (+ D x if flags & 2)
-//           (· silu(z) if flags & 1). Meant for len = 1; a longer len is walked sequentially
-//           (token by token, the state kept in the buffer), which is correct but slow.
+//           (· silu(z) if flags & 1), token after token for len tokens: the sequential form of
+//           mamba_wgpu.selective_scan. With N <= 16 the state and A live in registers (4 vec4s
+//           each, lanes past N held at 0) for the whole walk and y sums 4 states per dot;
+//           a larger N walks the state in the buffer, one state at a time. Decode uses len = 1;
+//           on CPU adapters (lavapipe), where the parallel scan's barriers and gathers cost more
+//           than walking the tokens, prefill uses it too.
 
 struct Params {
     batch: u32,
@@ -50,12 +55,10 @@ struct Params {
 
 const WG: u32 = 64u;
 const MAX_D_STATE: u32 = 256u;
+// The largest N kept in registers.
+const REG_STATES: u32 = 16u;
 const FLAG_GATE: u32 = 1u;
 const FLAG_SKIP: u32 = 2u;
-
-// 2 * 256 * 4 = 2 KiB of workgroup memory.
-var<workgroup> b_row: array<f32, MAX_D_STATE>;
-var<workgroup> c_row: array<f32, MAX_D_STATE>;
 
 // torch's softplus (threshold 20): max(v, 0) + log1p(exp(-|v|)). WGSL has no log1p, and
 // Vulkan lets log() be off by 2^-21 absolute near 1, which is a large relative error for the
@@ -73,6 +76,60 @@ fn softplus(v: f32) -> f32 {
     return max(v, 0.0) + 2.0 * s * series;
 }
 
+// bc[base + n0 + i] for the lanes n0 + i < N, 0 past N (so those lanes of h stay 0).
+fn bc4(base: u32, n0: u32, n_state: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (n0 + i < n_state) {
+            v[i] = bc[base + n0 + i];
+        }
+    }
+    return v;
+}
+
+// A[d, n0 + i] = -exp(A_log[d, n0 + i]) for the lanes below N, 0 past N.
+fn a4(d: u32, n0: u32, n_state: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (n0 + i < n_state) {
+            v[i] = -exp(ssm[d * n_state + n0 + i]);
+        }
+    }
+    return v;
+}
+
+// state[base + n0 + i] for the lanes below N, 0 past N.
+fn h4(base: u32, n0: u32, n_state: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (n0 + i < n_state) {
+            v[i] = state[base + n0 + i];
+        }
+    }
+    return v;
+}
+
+fn store_h4(base: u32, n0: u32, n_state: u32, v: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        if (n0 + i < n_state) {
+            state[base + n0 + i] = v[i];
+        }
+    }
+}
+
+// y for one token from its sum s = C·h: the skip and the gate as the flags ask.
+fn finish(s0: f32, xv: f32, d_skip: f32, zi: u32) -> f32 {
+    var s = s0;
+    if ((params.flags & FLAG_SKIP) != 0u) {
+        s += d_skip * xv;
+    }
+    if ((params.flags & FLAG_GATE) != 0u) {
+        let zv = z[zi];
+        s *= zv / (1.0 + exp(-zv));
+    }
+    return s;
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -81,47 +138,70 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let len = params.len;
     let blocks = (d_inner + WG - 1u) / WG;
     let group = wg.x + wg.y * nwg.x;
-    // `group` is uniform across the workgroup, so returning here keeps the barriers uniform.
-    if (group >= params.batch * blocks) {
-        return;
-    }
     let b = group / blocks;
     let d = (group % blocks) * WG + lid;
-    // Invocations past d_inner stay to help stage B and C and to reach the barriers.
-    let live = d < d_inner;
-    let dc = min(d, d_inner - 1u);
-    let d_skip = ssm[d_inner * n_state + dc];
-    let dt_bias = ssm[d_inner * n_state + d_inner + dc];
-    let state_base = (b * d_inner + dc) * n_state;
+    // No barriers: invocations past the real channels (or past the fold's rounding) leave.
+    if (group >= params.batch * blocks || d >= d_inner) {
+        return;
+    }
+    let d_skip = ssm[d_inner * n_state + d];
+    let dt_bias = ssm[d_inner * n_state + d_inner + d];
+    let state_base = (b * d_inner + d) * n_state;
+
+    if (n_state <= REG_STATES) {
+        let a0 = a4(d, 0u, n_state);
+        let a1 = a4(d, 4u, n_state);
+        let a2 = a4(d, 8u, n_state);
+        let a3 = a4(d, 12u, n_state);
+        var h0 = h4(state_base, 0u, n_state);
+        var h1 = h4(state_base, 4u, n_state);
+        var h2 = h4(state_base, 8u, n_state);
+        var h3 = h4(state_base, 12u, n_state);
+        for (var t = 0u; t < len; t++) {
+            let r = b * len + t;
+            let bb = params.bc_offset + r * params.bc_stride;
+            let cb = bb + n_state;
+            let dlt = softplus(dt[params.dt_offset + r * params.dt_stride + d] + dt_bias);
+            let xv = x[params.x_offset + r * params.x_stride + d];
+            let dx = dlt * xv;
+            // Blocks wholly past N are skipped (a uniform branch); their lanes stay 0.
+            h0 = exp(dlt * a0) * h0 + dx * bc4(bb, 0u, n_state);
+            var s = dot(bc4(cb, 0u, n_state), h0);
+            if (n_state > 4u) {
+                h1 = exp(dlt * a1) * h1 + dx * bc4(bb, 4u, n_state);
+                s += dot(bc4(cb, 4u, n_state), h1);
+            }
+            if (n_state > 8u) {
+                h2 = exp(dlt * a2) * h2 + dx * bc4(bb, 8u, n_state);
+                s += dot(bc4(cb, 8u, n_state), h2);
+            }
+            if (n_state > 12u) {
+                h3 = exp(dlt * a3) * h3 + dx * bc4(bb, 12u, n_state);
+                s += dot(bc4(cb, 12u, n_state), h3);
+            }
+            y[r * params.y_stride + d] =
+                finish(s, xv, d_skip, params.z_offset + r * params.z_stride + d);
+        }
+        store_h4(state_base, 0u, n_state, h0);
+        store_h4(state_base, 4u, n_state, h1);
+        store_h4(state_base, 8u, n_state, h2);
+        store_h4(state_base, 12u, n_state, h3);
+        return;
+    }
 
     for (var t = 0u; t < len; t++) {
         let r = b * len + t;
-        let bc_row = params.bc_offset + r * params.bc_stride;
-        // Orders the previous token's reads of b_row/c_row before they are overwritten.
-        workgroupBarrier();
-        for (var n = lid; n < n_state; n += WG) {
-            b_row[n] = bc[bc_row + n];
-            c_row[n] = bc[bc_row + n_state + n];
+        let bb = params.bc_offset + r * params.bc_stride;
+        let dlt = softplus(dt[params.dt_offset + r * params.dt_stride + d] + dt_bias);
+        let xv = x[params.x_offset + r * params.x_stride + d];
+        var s = 0.0;
+        for (var n = 0u; n < n_state; n++) {
+            let a = exp(dlt * -exp(ssm[d * n_state + n]));
+            let h = a * state[state_base + n] + dlt * bc[bb + n] * xv;
+            state[state_base + n] = h;
+            s += bc[bb + n_state + n] * h;
         }
-        workgroupBarrier();
-        if (live) {
-            let dlt = softplus(dt[params.dt_offset + r * params.dt_stride + d] + dt_bias);
-            let xv = x[params.x_offset + r * params.x_stride + d];
-            var s = 0.0;
-            for (var n = 0u; n < n_state; n++) {
-                let a = exp(dlt * -exp(ssm[d * n_state + n]));
-                let h = a * state[state_base + n] + dlt * b_row[n] * xv;
-                state[state_base + n] = h;
-                s += c_row[n] * h;
-            }
-            if ((params.flags & FLAG_SKIP) != 0u) {
-                s += d_skip * xv;
-            }
-            if ((params.flags & FLAG_GATE) != 0u) {
-                let zv = z[params.z_offset + r * params.z_stride + d];
-                s *= zv / (1.0 + exp(-zv));
-            }
-            y[r * params.y_stride + d] = s;
-        }
+        y[r * params.y_stride + d] =
+            finish(s, xv, d_skip, params.z_offset + r * params.z_stride + d);
     }
 }

@@ -16,6 +16,10 @@ pub struct ContextOptions {
     /// Use at most this many bytes per storage binding even where the device allows more.
     /// Tests lower it to exercise the paging of large weights; `None` uses the device's limit.
     pub storage_binding_limit: Option<u64>,
+    /// Use at most this many texels per side of a 2-D texture even where the device allows
+    /// more. Tests lower it to exercise the line and page layout of texture-stored weights;
+    /// `None` uses the device's `max_texture_dimension_2d`.
+    pub texture_dimension_limit: Option<u32>,
 }
 
 /// Features present on the device that kernels may choose faster variants from.
@@ -23,6 +27,10 @@ pub struct ContextOptions {
 pub struct DeviceFeatures {
     /// `SHADER_F16`: native half-precision arithmetic in shaders.
     pub shader_f16: bool,
+    /// `unpack2x16float` in shaders (wgpu's `DownlevelFlags::SHADER_F16_IN_F32`: Vulkan,
+    /// Metal and DX12 have it). Known only when the library chose the adapter; false for a
+    /// device the application handed us, so the integer widening runs there.
+    pub f16_unpack: bool,
     /// `SUBGROUP`: subgroup operations in compute shaders.
     pub subgroup: bool,
     /// `TIMESTAMP_QUERY`: GPU timestamps for profiling, written at the start and end of passes.
@@ -53,6 +61,10 @@ pub enum BindingKind {
     Storage,
     /// A read-write storage buffer.
     StorageRw,
+    /// A 2-D texture of unfilterable f32 texels read with `textureLoad` (`texture_2d<f32>`).
+    TextureFloat,
+    /// A 2-D texture of u32 texels read with `textureLoad` (`texture_2d<u32>`).
+    TextureUint,
 }
 
 /// GPU timestamp slots `0..count` (spread over query sets of at most 4,096), resolved and read
@@ -127,6 +139,7 @@ pub struct GpuContext {
     features: DeviceFeatures,
     limits: wgpu::Limits,
     storage_binding_limit: u64,
+    texture_dimension_limit: u32,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<String, Arc<KernelPipeline>>>,
@@ -186,6 +199,10 @@ impl GpuContext {
             .await
             .map_err(|e| Error::RequestDevice(e.to_string()))?;
         let mut ctx = Self::build(device, queue, Some(adapter.get_info()));
+        ctx.features.f16_unpack = adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
         ctx.apply(options);
         Ok(ctx)
     }
@@ -211,6 +228,7 @@ impl GpuContext {
         let f = device.features();
         let features = DeviceFeatures {
             shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            f16_unpack: false,
             subgroup: f.contains(wgpu::Features::SUBGROUP),
             timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
             timestamp_inside_encoders: f.contains(
@@ -244,6 +262,7 @@ impl GpuContext {
         let storage_binding_limit = limits
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
+        let texture_dimension_limit = limits.max_texture_dimension_2d;
         Self {
             device,
             queue,
@@ -251,6 +270,7 @@ impl GpuContext {
             features,
             limits,
             storage_binding_limit,
+            texture_dimension_limit,
             errors,
             lost,
             pipelines: Mutex::new(HashMap::new()),
@@ -261,6 +281,9 @@ impl GpuContext {
         if let Some(l) = options.storage_binding_limit {
             // Bindings are sized in whole f32 elements and 256-byte aligned offsets.
             self.storage_binding_limit = self.storage_binding_limit.min(l.max(256));
+        }
+        if let Some(t) = options.texture_dimension_limit {
+            self.texture_dimension_limit = self.texture_dimension_limit.min(t.max(1));
         }
     }
 
@@ -345,6 +368,29 @@ impl GpuContext {
         self.storage_binding_limit
     }
 
+    /// The most texels per side of a 2-D texture this context will create.
+    pub fn texture_dimension_limit(&self) -> u32 {
+        self.texture_dimension_limit
+    }
+
+    /// Whether big weights should live in textures rather than storage buffers on this
+    /// device: a rule from measurements, true on CPU adapters (Mesa's llvmpipe/lavapipe,
+    /// SwiftShader), where a `textureLoad` streams 5 to 8 times faster than a storage-buffer
+    /// load (see the speed issue's probes and `cargo bench`), false on GPUs and on devices the
+    /// application handed us (their adapter type is unknown), which read storage buffers at
+    /// full bandwidth.
+    pub fn prefers_texture_weights(&self) -> bool {
+        self.is_cpu_adapter()
+    }
+
+    /// Whether the device is a CPU adapter (Mesa's llvmpipe/lavapipe, SwiftShader, WARP): a
+    /// few cores running workgroups in SIMD lanes, where barriers and storage-buffer gathers
+    /// are expensive and lane-uniform loads cheap. Kernels with a sequential variant (the
+    /// Mamba-1 scan) pick it here. False for devices the application handed us.
+    pub fn is_cpu_adapter(&self) -> bool {
+        matches!(&self.info, Some(i) if i.device_type == wgpu::DeviceType::Cpu)
+    }
+
     /// Fails with the first device error or device loss recorded since the last call.
     pub fn check(&self) -> Result<()> {
         if let Some(l) = self.lost.lock().ok().and_then(|l| l.clone()) {
@@ -404,6 +450,17 @@ impl GpuContext {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
+                    BindingKind::TextureFloat | BindingKind::TextureUint => {
+                        wgpu::BindingType::Texture {
+                            sample_type: if *k == BindingKind::TextureFloat {
+                                wgpu::TextureSampleType::Float { filterable: false }
+                            } else {
+                                wgpu::TextureSampleType::Uint
+                            },
+                            view_dimension: wgpu::TextureViewDimension::D2,
+                            multisampled: false,
+                        }
+                    }
                 },
                 count: None,
             })

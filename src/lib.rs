@@ -19,4 +19,4 @@ pub mod tokenizer;
 pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
 pub use model::{LoadOptions, Mamba1, Mamba2, Model, Sampling, Session, SessionOptions};
-pub use tensor::WeightDtype;
+pub use tensor::{WeightDtype, WeightStorage};

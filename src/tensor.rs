@@ -121,21 +121,104 @@ pub fn pack_f16_rows(data: &[f32], rows: usize, cols: usize) -> Vec<u32> {
     out
 }
 
+/// Where the pages of a [`PagedMatrix`] live. Kernels are written once against a weight
+/// accessor; the storage picks which variant runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WeightStorage {
+    /// Textures where the device reads them faster ([`GpuContext::prefers_texture_weights`]:
+    /// CPU adapters such as lavapipe) and the matrix qualifies, storage buffers otherwise.
+    #[default]
+    Auto,
+    /// Storage buffers: the portable path, and the fast one on GPUs.
+    Buffer,
+    /// 2-D textures wherever the matrix qualifies (columns a multiple of 8, one row within the
+    /// texture width), storage buffers for the rest.
+    Texture,
+}
+
+impl WeightStorage {
+    /// Whether a matrix of `cols` columns stored as `dtype` goes into textures on `ctx`.
+    pub fn uses_texture(self, ctx: &GpuContext, cols: usize, dtype: WeightDtype) -> bool {
+        match self {
+            WeightStorage::Buffer => false,
+            WeightStorage::Texture => PagedMatrix::texture_fits(ctx, cols, dtype),
+            WeightStorage::Auto => {
+                ctx.prefers_texture_weights() && PagedMatrix::texture_fits(ctx, cols, dtype)
+            }
+        }
+    }
+
+    /// The name used in options and reports (`auto`, `buffer`, `texture`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightStorage::Auto => "auto",
+            WeightStorage::Buffer => "buffer",
+            WeightStorage::Texture => "texture",
+        }
+    }
+}
+
+impl std::str::FromStr for WeightStorage {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(WeightStorage::Auto),
+            "buffer" => Ok(WeightStorage::Buffer),
+            "texture" => Ok(WeightStorage::Texture),
+            other => Err(Error::InvalidInput(format!(
+                "unknown weight storage `{other}` (auto, buffer or texture)"
+            ))),
+        }
+    }
+}
+
+/// The GPU object holding one page.
+#[derive(Debug)]
+pub enum PageStorage {
+    /// `[rows, row_words]` u32 words in the matrix's [`WeightDtype`] layout (f32 values for
+    /// [`WeightDtype::F32`]).
+    Buffer(wgpu::Buffer),
+    /// A 2-D texture, rgba32float (4 f32 per texel) for [`WeightDtype::F32`] or rgba32uint
+    /// (8 f16 per texel: word j of texel i holds column 8i + j in its low half and 8i + 4 + j
+    /// in its high half) for [`WeightDtype::F16`]. Row r of the page is the `cols / 4` or
+    /// `cols / 8` texels from ((r % rows_per_line) · texels per row, r / rows_per_line): a row
+    /// never straddles two lines.
+    Texture {
+        /// The texture.
+        texture: wgpu::Texture,
+        /// A view of all of it.
+        view: wgpu::TextureView,
+        /// Rows per line of the texture.
+        rows_per_line: usize,
+    },
+}
+
 /// One page of a [`PagedMatrix`]: rows `row_start .. row_start + rows`.
 #[derive(Debug)]
 pub struct Page {
-    /// `[rows, row_words]` u32 words in the matrix's [`WeightDtype`] layout (f32 values for
-    /// [`WeightDtype::F32`]).
-    pub buffer: wgpu::Buffer,
+    /// Where the rows live.
+    pub storage: PageStorage,
     /// First row of the matrix held here.
     pub row_start: usize,
     /// Rows held here.
     pub rows: usize,
 }
 
+impl Page {
+    /// The storage buffer, when the page lives in one.
+    pub fn buffer(&self) -> Option<&wgpu::Buffer> {
+        match &self.storage {
+            PageStorage::Buffer(b) => Some(b),
+            PageStorage::Texture { .. } => None,
+        }
+    }
+}
+
 /// A `[rows, cols]` weight matrix stored as pages of whole rows, each page within the device's
-/// storage binding limit, in f32 or packed f16 (see [`WeightDtype`] for the row layout).
-/// Kernels that read it run one dispatch per page.
+/// storage binding limit (buffers) or texture dimension limit (textures), in f32 or packed f16
+/// (see [`WeightDtype`] and [`PageStorage`] for the layouts). Kernels that read it run one
+/// dispatch per page.
 #[derive(Debug)]
 pub struct PagedMatrix {
     /// The pages, in row order.
@@ -149,8 +232,8 @@ pub struct PagedMatrix {
 }
 
 impl PagedMatrix {
-    /// Uploads a row-major `[rows, cols]` f32 matrix, split into as few pages as the binding
-    /// limit allows.
+    /// Uploads a row-major `[rows, cols]` f32 matrix into storage buffers, split into as few
+    /// pages as the binding limit allows.
     pub fn from_slice(
         ctx: &GpuContext,
         label: &str,
@@ -161,9 +244,8 @@ impl PagedMatrix {
         Self::from_slice_as(ctx, label, data, rows, cols, WeightDtype::F32)
     }
 
-    /// Uploads a row-major `[rows, cols]` f32 matrix stored as `dtype` (rounded to f16 on the
-    /// CPU for [`WeightDtype::F16`]), split into as few pages of whole rows as the binding limit
-    /// allows. Fails if a value does not fit f16 (|v| > 65504 would become Inf).
+    /// Uploads a row-major `[rows, cols]` f32 matrix into storage buffers as `dtype` (see
+    /// [`PagedMatrix::from_slice_stored`]).
     pub fn from_slice_as(
         ctx: &GpuContext,
         label: &str,
@@ -172,52 +254,51 @@ impl PagedMatrix {
         cols: usize,
         dtype: WeightDtype,
     ) -> Result<Self> {
+        Self::from_slice_stored(ctx, label, data, rows, cols, dtype, WeightStorage::Buffer)
+    }
+
+    /// Whether a matrix of `cols` columns can live in textures on `ctx`: whole 8-column blocks
+    /// (what the texture kernels read at a time) and one row within the texture width.
+    pub fn texture_fits(ctx: &GpuContext, cols: usize, dtype: WeightDtype) -> bool {
+        cols > 0
+            && cols.is_multiple_of(8)
+            && texels_per_row(cols, dtype) <= ctx.texture_dimension_limit() as usize
+    }
+
+    /// Uploads a row-major `[rows, cols]` f32 matrix stored as `dtype` (rounded to f16 on the
+    /// CPU for [`WeightDtype::F16`]) in `storage` (resolved against the device and the shape;
+    /// see [`WeightStorage`]), split into as few pages of whole rows as the device's limits
+    /// allow. Fails if a value does not fit f16 (|v| > 65504 would become Inf).
+    pub fn from_slice_stored(
+        ctx: &GpuContext,
+        label: &str,
+        data: &[f32],
+        rows: usize,
+        cols: usize,
+        dtype: WeightDtype,
+        storage: WeightStorage,
+    ) -> Result<Self> {
         if rows.checked_mul(cols) != Some(data.len()) || rows == 0 || cols == 0 {
             return Err(Error::Shape(format!(
                 "{label}: {} values for [{rows}, {cols}]",
                 data.len()
             )));
         }
-        let words = dtype.row_words(cols);
-        let row_bytes = words as u64 * 4;
-        let limit = ctx.storage_binding_limit();
-        if row_bytes > limit {
-            return Err(Error::LimitExceeded {
-                what: format!("one row of {label}"),
-                needed: row_bytes,
-                limit,
-            });
-        }
-        let packed;
-        let data: &[u32] = match dtype {
-            WeightDtype::F32 => bytemuck::cast_slice(data),
-            WeightDtype::F16 => {
-                if let Some(i) = data.iter().position(|v| v.abs() >= F16_OVERFLOW) {
-                    return Err(Error::InvalidInput(format!(
-                        "{label}: value {} at [{}, {}] does not fit f16 weight storage (|v| ≤ 65504); load it as f32",
-                        data[i],
-                        i / cols,
-                        i % cols
-                    )));
-                }
-                packed = pack_f16_rows(data, rows, cols);
-                &packed
+        if dtype == WeightDtype::F16 {
+            if let Some(i) = data.iter().position(|v| v.abs() >= F16_OVERFLOW) {
+                return Err(Error::InvalidInput(format!(
+                    "{label}: value {} at [{}, {}] does not fit f16 weight storage (|v| ≤ 65504); load it as f32",
+                    data[i],
+                    i / cols,
+                    i % cols
+                )));
             }
-        };
-        let rows_per_page = ((limit / row_bytes) as usize).min(rows);
-        let mut pages = Vec::new();
-        let mut start = 0;
-        while start < rows {
-            let n = rows_per_page.min(rows - start);
-            let buffer =
-                ctx.storage_buffer_init(label, &data[start * words..(start + n) * words])?;
-            pages.push(Page {
-                buffer,
-                row_start: start,
-                rows: n,
-            });
-            start += n;
         }
+        let pages = if storage.uses_texture(ctx, cols, dtype) {
+            texture_pages(ctx, label, data, rows, cols, dtype)?
+        } else {
+            buffer_pages(ctx, label, data, rows, cols, dtype)?
+        };
         Ok(Self {
             pages,
             rows,
@@ -226,10 +307,159 @@ impl PagedMatrix {
         })
     }
 
-    /// Bytes of weight data (padding included).
-    pub fn bytes(&self) -> u64 {
-        (self.rows * self.dtype.row_words(self.cols) * 4) as u64
+    /// Whether the pages are textures.
+    pub fn is_texture(&self) -> bool {
+        matches!(
+            self.pages.first().map(|p| &p.storage),
+            Some(PageStorage::Texture { .. })
+        )
     }
+
+    /// Bytes of weight data (padding within rows included).
+    pub fn bytes(&self) -> u64 {
+        if self.is_texture() {
+            (self.rows * texels_per_row(self.cols, self.dtype) * 16) as u64
+        } else {
+            (self.rows * self.dtype.row_words(self.cols) * 4) as u64
+        }
+    }
+}
+
+/// Texels of one texture-stored row (cols a multiple of 8).
+fn texels_per_row(cols: usize, dtype: WeightDtype) -> usize {
+    match dtype {
+        WeightDtype::F32 => cols / 4,
+        WeightDtype::F16 => cols / 8,
+    }
+}
+
+fn buffer_pages(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    dtype: WeightDtype,
+) -> Result<Vec<Page>> {
+    let words = dtype.row_words(cols);
+    let row_bytes = words as u64 * 4;
+    let limit = ctx.storage_binding_limit();
+    if row_bytes > limit {
+        return Err(Error::LimitExceeded {
+            what: format!("one row of {label}"),
+            needed: row_bytes,
+            limit,
+        });
+    }
+    let packed;
+    let data: &[u32] = match dtype {
+        WeightDtype::F32 => bytemuck::cast_slice(data),
+        WeightDtype::F16 => {
+            packed = pack_f16_rows(data, rows, cols);
+            &packed
+        }
+    };
+    let rows_per_page = ((limit / row_bytes) as usize).min(rows);
+    let mut pages = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let n = rows_per_page.min(rows - start);
+        let buffer = ctx.storage_buffer_init(label, &data[start * words..(start + n) * words])?;
+        pages.push(Page {
+            storage: PageStorage::Buffer(buffer),
+            row_start: start,
+            rows: n,
+        });
+        start += n;
+    }
+    Ok(pages)
+}
+
+/// Pages of at most `rows_per_line × limit` rows, each a texture `rows_per_line × tpr` texels
+/// wide (`tpr` texels per row, `rows_per_line = limit / tpr`) and one line per
+/// `rows_per_line` rows; the last line is zero-padded.
+fn texture_pages(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    dtype: WeightDtype,
+) -> Result<Vec<Page>> {
+    let limit = ctx.texture_dimension_limit() as usize;
+    let tpr = texels_per_row(cols, dtype);
+    let rows_per_line = (limit / tpr).min(rows);
+    let rows_per_page = rows_per_line * limit;
+    let format = match dtype {
+        WeightDtype::F32 => wgpu::TextureFormat::Rgba32Float,
+        WeightDtype::F16 => wgpu::TextureFormat::Rgba32Uint,
+    };
+    let words_of = |rows: &[f32]| -> Vec<u32> {
+        match dtype {
+            WeightDtype::F32 => bytemuck::cast_slice(rows).to_vec(),
+            WeightDtype::F16 => pack_f16_texels(rows),
+        }
+    };
+    let mut pages = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let n = rows_per_page.min(rows - start);
+        let width = (rows_per_line * tpr) as u32;
+        let height = n.div_ceil(rows_per_line) as u32;
+        let mut words = words_of(&data[start * cols..(start + n) * cols]);
+        words.resize(width as usize * height as usize * 4, 0);
+        let size = wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        };
+        let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size,
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        ctx.queue().write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture: &texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d::ZERO,
+                aspect: wgpu::TextureAspect::All,
+            },
+            bytemuck::cast_slice(&words),
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(width * 16),
+                rows_per_image: Some(height),
+            },
+            size,
+        );
+        let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+        pages.push(Page {
+            storage: PageStorage::Texture {
+                texture,
+                view,
+                rows_per_line,
+            },
+            row_start: start,
+            rows: n,
+        });
+        start += n;
+    }
+    Ok(pages)
+}
+
+/// Packs rows of f32 (their length a multiple of 8) into the f16 texel layout of
+/// [`PageStorage::Texture`]: for each 8 values, 4 words, word j = f16(v[j]) | f16(v[4 + j]) << 16.
+pub fn pack_f16_texels(data: &[f32]) -> Vec<u32> {
+    let h = |v: f32| half::f16::from_f32(v).to_bits() as u32;
+    data.chunks_exact(8)
+        .flat_map(|b| (0..4).map(move |j| h(b[j]) | h(b[4 + j]) << 16))
+        .collect()
 }
 
 /// The smallest |v| that rounds to Inf in f16: halfway between the largest finite f16, 65504,

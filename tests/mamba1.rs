@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use common::fixtures::{self as fx, assert_logits, Case};
 use common::shared;
-use mamba_wgpu::{ContextOptions, GpuContext, Mamba1, Sampling, SessionOptions, WeightDtype};
+use mamba_wgpu::{
+    ContextOptions, GpuContext, Mamba1, Sampling, SessionOptions, WeightDtype, WeightStorage,
+};
 
 fn fixture_dir(name: &str) -> PathBuf {
     common::fixtures::fixture_dir("mamba1", name)
@@ -40,8 +42,39 @@ fn load(name: &str) -> Mamba1 {
 #[test]
 fn logits_and_greedy_tokens_match_transformers_on_every_fixture() {
     // Greedy: prefill then cached decode, as transformers' generate(use_cache=True).
+    // Storage buffers: the matmul (prefill) and GEMV (decode) kernels.
     for name in FIXTURES {
-        fx::check_fixture("mamba1", name, WeightDtype::F32, 1e-4);
+        fx::check_fixture_stored(
+            "mamba1",
+            name,
+            WeightDtype::F32,
+            WeightStorage::Buffer,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn texture_stored_weights_match_transformers_on_every_fixture() {
+    // The texture kernel for every matrix whose columns are a multiple of 8 (the others stay
+    // in buffers: odd_sizes mixes both), in both dtypes.
+    for name in FIXTURES {
+        fx::check_fixture_stored(
+            "mamba1",
+            name,
+            WeightDtype::F32,
+            WeightStorage::Texture,
+            1e-4,
+        );
+    }
+    for name in ["tiny_tied", "odd_sizes"] {
+        fx::check_fixture_stored(
+            "mamba1",
+            name,
+            WeightDtype::F16,
+            WeightStorage::Texture,
+            F16_STORAGE_TOLERANCE,
+        );
     }
 }
 

@@ -11,7 +11,7 @@ mod common;
 
 use common::fixtures::{self as fx, assert_logits, cases, fixture_dir};
 use common::shared;
-use mamba_wgpu::{Model, SessionOptions, WeightDtype};
+use mamba_wgpu::{Model, SessionOptions, WeightDtype, WeightStorage};
 
 const FIXTURES: &[&str] = &[
     "g1_small",
@@ -27,9 +27,38 @@ fn load(name: &str) -> Model {
 
 #[test]
 fn logits_and_greedy_tokens_match_transformers_on_every_fixture() {
+    // Storage buffers: the matmul (prefill) and GEMV (decode) kernels.
     for name in FIXTURES {
-        fx::check_fixture("mamba2", name, WeightDtype::F32, 1e-4);
+        fx::check_fixture_stored(
+            "mamba2",
+            name,
+            WeightDtype::F32,
+            WeightStorage::Buffer,
+            1e-4,
+        );
     }
+}
+
+#[test]
+fn texture_stored_weights_match_transformers_on_every_fixture() {
+    // The texture kernel for every matrix whose columns are a multiple of 8 (the others stay
+    // in buffers), in both dtypes.
+    for name in FIXTURES {
+        fx::check_fixture_stored(
+            "mamba2",
+            name,
+            WeightDtype::F32,
+            WeightStorage::Texture,
+            1e-4,
+        );
+    }
+    fx::check_fixture_stored(
+        "mamba2",
+        "g1_small",
+        WeightDtype::F16,
+        WeightStorage::Texture,
+        F16_STORAGE_TOLERANCE,
+    );
 }
 
 #[test]

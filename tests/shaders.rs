@@ -1,5 +1,5 @@
 //! Every shader the crate builds is parsed and validated by naga with the capabilities the
-//! runtime really requests (none beyond core WGSL for these variants), its `Params` struct
+//! runtime really requests (core WGSL, plus unpack2x16float for the variants that call it), its `Params` struct
 //! checked against the Rust struct, its bindings against the Rust layout, its workgroup size
 //! and workgroup memory against WebGPU's default limits, and then translated to SPIR-V, MSL
 //! and HLSL: proof that it builds for Vulkan, Metal and DX12 without those GPUs.
@@ -16,7 +16,15 @@ fn check(info: &ShaderInfo) {
     let label = info.label;
     let module = naga::front::wgsl::parse_str(info.source)
         .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(info.source)));
-    let mod_info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+    // The runtime builds the variants that call unpack2x16float only where the device has it
+    // (wgpu's SHADER_F16_IN_F32 downlevel flag, which naga calls SHADER_FLOAT16_IN_FLOAT32);
+    // everything else must be core WGSL with no capability at all.
+    let caps = if info.source.contains("unpack2x16float") {
+        Capabilities::SHADER_FLOAT16_IN_FLOAT32
+    } else {
+        Capabilities::empty()
+    };
+    let mod_info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(info.source)));
 
@@ -57,6 +65,18 @@ fn check(info: &ShaderInfo) {
                 BindingKind::StorageRw
             }
             naga::AddressSpace::Storage { .. } => BindingKind::Storage,
+            naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                naga::TypeInner::Image {
+                    dim: naga::ImageDimension::D2,
+                    arrayed: false,
+                    class: naga::ImageClass::Sampled { kind, multi: false },
+                } => match kind {
+                    naga::ScalarKind::Float => BindingKind::TextureFloat,
+                    naga::ScalarKind::Uint => BindingKind::TextureUint,
+                    other => panic!("{label}: binding {i}: texture of {other:?}"),
+                },
+                ref other => panic!("{label}: binding {i}: handle {other:?}"),
+            },
             other => panic!("{label}: binding {i} in address space {other:?}"),
         };
         assert_eq!(kind, info.bindings[i], "{label}: binding {i}");
@@ -84,7 +104,7 @@ fn check(info: &ShaderInfo) {
     let storage = info
         .bindings
         .iter()
-        .filter(|b| **b != BindingKind::Uniform)
+        .filter(|b| matches!(b, BindingKind::Storage | BindingKind::StorageRw))
         .count();
     assert!(
         storage <= 8,

@@ -14,6 +14,7 @@ pub mod conv1d;
 pub mod conv1d_step;
 pub mod embedding;
 pub mod gemv;
+pub mod linear_tex;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rmsnorm_gated;
@@ -64,6 +65,9 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         gemv::INFO,
         matmul::INFO_F16,
         gemv::INFO_F16,
+        linear_tex::INFO,
+        linear_tex::INFO_F16,
+        linear_tex::INFO_F16_UNPACK,
         conv1d::INFO,
         conv1d_step::INFO,
         selective_scan::INFO,
@@ -99,15 +103,28 @@ impl Dispatch {
         buffers: &[&wgpu::Buffer],
         workgroups: [u32; 3],
     ) -> Self {
+        let resources: Vec<_> = buffers.iter().map(|b| b.as_entire_binding()).collect();
+        Self::with_resources(ctx, pipeline, params, &resources, workgroups)
+    }
+
+    /// Like [`Dispatch::new`] for kernels that bind textures too: bindings 1.. are
+    /// `resources` in order.
+    pub fn with_resources<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipeline: &Arc<KernelPipeline>,
+        params: &P,
+        resources: &[wgpu::BindingResource<'_>],
+        workgroups: [u32; 3],
+    ) -> Self {
         let params_buf = ctx.uniform_buffer(&pipeline.label, params);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: params_buf.as_entire_binding(),
         }];
-        for (i, b) in buffers.iter().enumerate() {
+        for (i, r) in resources.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
+                resource: r.clone(),
             });
         }
         let bind_group = ctx.device().create_bind_group(&wgpu::BindGroupDescriptor {

@@ -18,6 +18,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::embedding::{Embedding, EmbeddingBuffers, EmbeddingParams};
 use crate::kernels::gemv::Gemv;
+use crate::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
 use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use crate::kernels::rmsnorm::{RmsNorm, RmsNormBuffers, RmsNormParams};
 use crate::kernels::sample::{Sample, SampleBuffers, SampleParams};
@@ -25,7 +26,7 @@ use crate::model::plan::Plan;
 use crate::model::weights::WeightSource;
 use crate::model::Sampling;
 use crate::profile::{self, Profile, ProfileMode};
-use crate::tensor::{GpuTensor, PagedMatrix, WeightDtype};
+use crate::tensor::{GpuTensor, PageStorage, PagedMatrix, WeightDtype, WeightStorage};
 
 /// The rows a linear layer reads for a token count `len`: `(m, x_offset, x_stride)`, where an
 /// `x_stride` of 0 keeps the layer's own.
@@ -76,6 +77,9 @@ pub(crate) struct CommonKernels {
     /// The same products over f16 weights.
     matmul_f16: Matmul,
     gemv_f16: Gemv,
+    /// The products over texture-stored weights (prefill and decode alike).
+    linear_tex: LinearTex,
+    linear_tex_f16: LinearTex,
     sample: Sample,
 }
 
@@ -107,10 +111,15 @@ pub(crate) struct LmDims {
     /// Storage of lm_head (a tied one gets its own copy when this is not f32); the mixers
     /// apply it to their projections.
     pub dtype: WeightDtype,
+    /// Where lm_head lives (a tied one gets its own texture copy when that is a texture).
+    pub storage: WeightStorage,
 }
 
 /// Uploads a `[rows, cols]` weight matrix from `src` stored as `dtype` (converted from the
-/// checkpoint's f32/f16/bf16 on the CPU), paged to the binding limit.
+/// checkpoint's f32/f16/bf16 on the CPU) in `storage`, paged to the device's limits. The
+/// rows of x the matrix will multiply start at multiples of `x_align` elements: the texture
+/// kernel reads x as vec4s, so a matrix whose x rows are not vec4-aligned stays in buffers.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn matrix(
     ctx: &GpuContext,
     src: &dyn WeightSource,
@@ -118,13 +127,22 @@ pub(crate) fn matrix(
     rows: usize,
     cols: usize,
     dtype: WeightDtype,
+    storage: WeightStorage,
+    x_align: usize,
 ) -> Result<PagedMatrix> {
     let data = src.f32(name, &[rows, cols])?;
-    PagedMatrix::from_slice_as(ctx, name, &data, rows, cols, dtype).map_err(|e| match e {
-        // Name the file as well when a value does not fit f16.
-        Error::InvalidInput(msg) => Error::tensor(src.file_of(name), name, msg),
-        e => e,
-    })
+    let storage = if LinearTex::supports(cols, x_align) {
+        storage
+    } else {
+        WeightStorage::Buffer
+    };
+    PagedMatrix::from_slice_stored(ctx, name, &data, rows, cols, dtype, storage).map_err(
+        |e| match e {
+            // Name the file as well when a value does not fit f16.
+            Error::InvalidInput(msg) => Error::tensor(src.file_of(name), name, msg),
+            e => e,
+        },
+    )
 }
 
 /// Uploads a small tensor from `src`.
@@ -171,11 +189,23 @@ impl Lm {
         // The embedding gather reads f32 rows, so the table stays f32; a tied lm_head in
         // another dtype is a second copy of it (the head is streamed whole every step, the
         // table only gathered).
-        let embedding = matrix(&ctx, src, emb_name, vocab, d, WeightDtype::F32)?;
+        let embedding = matrix(
+            &ctx,
+            src,
+            emb_name,
+            vocab,
+            d,
+            WeightDtype::F32,
+            WeightStorage::Buffer,
+            d,
+        )?;
+        let head = |name| matrix(&ctx, src, name, vocab, d, dims.dtype, dims.storage, d);
+        let head_is_table = dims.dtype == WeightDtype::F32
+            && !(LinearTex::supports(d, d) && dims.storage.uses_texture(&ctx, d, dims.dtype));
         let lm_head = if !dims.tie_embeddings {
-            Some(matrix(&ctx, src, "lm_head.weight", vocab, d, dims.dtype)?)
-        } else if dims.dtype != WeightDtype::F32 {
-            Some(matrix(&ctx, src, emb_name, vocab, d, dims.dtype)?)
+            Some(head("lm_head.weight")?)
+        } else if !head_is_table {
+            Some(head(emb_name)?)
         } else {
             None
         };
@@ -190,6 +220,8 @@ impl Lm {
             gemv: Gemv::new(&ctx)?,
             matmul_f16: Matmul::for_dtype(&ctx, WeightDtype::F16)?,
             gemv_f16: Gemv::for_dtype(&ctx, WeightDtype::F16)?,
+            linear_tex: LinearTex::for_dtype(&ctx, WeightDtype::F32)?,
+            linear_tex_f16: LinearTex::for_dtype(&ctx, WeightDtype::F16)?,
             sample: Sample::new(&ctx)?,
         };
         let dummy = ctx.storage_buffer("dummy", 4)?;
@@ -214,8 +246,9 @@ impl Lm {
         self.lm_head.as_ref().unwrap_or(&self.embedding).bytes() + self.mixer.weight_bytes()
     }
 
-    /// Adds `y[row, page cols] = x[row, ..] · pageᵀ (+ bias)` for every page of `w`: a tiled
-    /// matmul in the prefill plan, a GEMV in the decode plan, each the variant for `w`'s dtype.
+    /// Adds `y[row, page cols] = x[row, ..] · pageᵀ (+ bias)` for every page of `w`: for
+    /// buffer pages a tiled matmul in the prefill plan and a GEMV in the decode plan, for
+    /// texture pages the texture kernel in both, each the variant for `w`'s dtype.
     #[allow(clippy::too_many_arguments)]
     pub fn linear(
         &self,
@@ -228,16 +261,17 @@ impl Lm {
         y: &wgpu::Buffer,
         y_stride: u32,
         rows: RowsFn,
-    ) {
+    ) -> Result<()> {
         let ctx = &*self.ctx;
-        let (matmul, gemv) = match w.dtype {
-            WeightDtype::F32 => (&self.k.matmul, &self.k.gemv),
-            WeightDtype::F16 => (&self.k.matmul_f16, &self.k.gemv_f16),
+        let (matmul, gemv, tex) = match w.dtype {
+            WeightDtype::F32 => (&self.k.matmul, &self.k.gemv, &self.k.linear_tex),
+            WeightDtype::F16 => (&self.k.matmul_f16, &self.k.gemv_f16, &self.k.linear_tex_f16),
         };
         // A GEMV streams each weight once for a few rows; the tiled matmul pays for tiles of 64
         // rows, so a product of few rows (decode, or the prefill's last-token lm_head) uses the
         // GEMV. The row count is the plan's largest (its capacity).
         let few_rows = r.decode || rows(r.cap).0 <= GEMV_MAX_ROWS;
+        let bias_buf = bias.map(|t| &t.buffer).unwrap_or(&self.dummy);
         for page in &w.pages {
             let (n_rows, col0, k) = (page.rows as u32, page.row_start as u32, w.cols as u32);
             let flags = bias.is_some() as u32;
@@ -257,20 +291,61 @@ impl Lm {
                     ..Default::default()
                 }
             };
-            let bufs = MatmulBuffers {
-                x,
-                w: &page.buffer,
-                bias: bias.map(|t| &t.buffer).unwrap_or(&self.dummy),
-                y,
-            };
-            if few_rows {
-                plan.push(r.cap, params, Gemv::workgroups, |p| gemv.bind(ctx, p, bufs));
-            } else {
-                plan.push(r.cap, params, Matmul::workgroups, |p| {
-                    matmul.bind(ctx, p, bufs)
-                });
+            match &page.storage {
+                PageStorage::Buffer(wb) => {
+                    let bufs = MatmulBuffers {
+                        x,
+                        w: wb,
+                        bias: bias_buf,
+                        y,
+                    };
+                    if few_rows {
+                        plan.push(r.cap, params, Gemv::workgroups, |p| gemv.bind(ctx, p, bufs));
+                    } else {
+                        plan.push(r.cap, params, Matmul::workgroups, |p| {
+                            matmul.bind(ctx, p, bufs)
+                        });
+                    }
+                }
+                PageStorage::Texture {
+                    view,
+                    rows_per_line,
+                    ..
+                } => {
+                    let rows_per_line = *rows_per_line as u32;
+                    let tex_params = move |len: u32| {
+                        let p = params(len);
+                        LinearTexParams {
+                            m: p.m,
+                            n: p.n,
+                            k: p.k,
+                            x_offset: p.x_offset,
+                            x_stride: p.x_stride,
+                            y_offset: p.y_offset,
+                            y_stride: p.y_stride,
+                            bias_offset: p.bias_offset,
+                            flags: p.flags,
+                            rows_per_line,
+                            ..Default::default()
+                        }
+                    };
+                    // Offsets for every length are multiples of the stride, so checking the
+                    // capacity's and one token's covers the plan.
+                    LinearTex::check(&tex_params(r.cap))?;
+                    LinearTex::check(&tex_params(1))?;
+                    let b = LinearTexBindings {
+                        x,
+                        w: view,
+                        bias: bias_buf,
+                        y,
+                    };
+                    plan.push(r.cap, tex_params, LinearTex::workgroups, |p| {
+                        tex.bind(ctx, p, b)
+                    });
+                }
             }
         }
+        Ok(())
     }
 
     /// Every token of the batch: `rows(len) = (batch · len, 0, own stride)`.
@@ -452,6 +527,10 @@ impl Session {
         let mut plan = Plan::default();
         for page in &m.embedding.pages {
             let (row_start, rows) = (page.row_start as u32, page.rows as u32);
+            // The loader always puts the table in buffers (the gather reads storage).
+            let table = page
+                .buffer()
+                .ok_or_else(|| Error::Gpu("embedding table outside a storage buffer".into()))?;
             plan.push(
                 cap,
                 move |len| EmbeddingParams {
@@ -467,7 +546,7 @@ impl Session {
                         p,
                         EmbeddingBuffers {
                             ids,
-                            table: &page.buffer,
+                            table,
                             out: &a.hidden,
                         },
                     )
@@ -535,7 +614,7 @@ impl Session {
             &a.logits,
             m.vocab as u32,
             rows,
-        );
+        )?;
         Ok(plan)
     }
 
@@ -977,7 +1056,7 @@ macro_rules! model_handle {
 
         impl $name {
             /// What the shared shell needs from the config.
-            fn lm_dims(cfg: &$cfg, dtype: WeightDtype) -> LmDims {
+            fn lm_dims(cfg: &$cfg, options: &LoadOptions) -> LmDims {
                 LmDims {
                     d_model: cfg.d_model,
                     n_layer: cfg.n_layer,
@@ -985,7 +1064,8 @@ macro_rules! model_handle {
                     padded_vocab: cfg.padded_vocab(),
                     tie_embeddings: cfg.tie_embeddings,
                     eps: cfg.eps,
-                    dtype,
+                    dtype: options.dtype,
+                    storage: options.storage,
                 }
             }
 

@@ -31,7 +31,7 @@ use crate::model::lm::{
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
 use crate::model::LoadOptions;
-use crate::tensor::{GpuTensor, PagedMatrix, WeightDtype};
+use crate::tensor::{GpuTensor, PagedMatrix};
 
 struct Layer {
     in_proj: PagedMatrix,
@@ -81,7 +81,7 @@ impl Mamba1 {
         src: &dyn WeightSource,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let dt = options.dtype;
+        let (dt, st) = (options.dtype, options.storage);
         let (d, e, n, r, k) = (
             cfg.d_model,
             cfg.d_inner,
@@ -106,7 +106,16 @@ impl Mamba1 {
             ]
             .concat();
             layers.push(Layer {
-                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), 2 * e, d, dt)?,
+                in_proj: matrix(
+                    &ctx,
+                    src,
+                    &format!("{m}in_proj.weight"),
+                    2 * e,
+                    d,
+                    dt,
+                    st,
+                    d,
+                )?,
                 in_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -116,10 +125,28 @@ impl Mamba1 {
                 )?,
                 conv_w: vector(&ctx, src, &format!("{m}conv1d.weight"), &[e, 1, k])?,
                 conv_b: opt_vector(&ctx, src, &format!("{m}conv1d.bias"), e, cfg.use_conv_bias)?,
-                x_proj: matrix(&ctx, src, &format!("{m}x_proj.weight"), r + 2 * n, e, dt)?,
-                dt_proj: matrix(&ctx, src, &format!("{m}dt_proj.weight"), e, r, dt)?,
+                x_proj: matrix(
+                    &ctx,
+                    src,
+                    &format!("{m}x_proj.weight"),
+                    r + 2 * n,
+                    e,
+                    dt,
+                    st,
+                    e,
+                )?,
+                dt_proj: matrix(
+                    &ctx,
+                    src,
+                    &format!("{m}dt_proj.weight"),
+                    e,
+                    r,
+                    dt,
+                    st,
+                    r + 2 * n,
+                )?,
                 ssm: GpuTensor::from_slice(&ctx, "ssm", &ssm, &[ssm.len()])?,
-                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt)?,
+                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt, st, e)?,
                 out_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -137,7 +164,7 @@ impl Mamba1 {
             scan: SelectiveScan::new(&ctx)?,
             state_update: SelectiveStateUpdate::new(&ctx)?,
         };
-        let dims = Self::lm_dims(&cfg, dt);
+        let dims = Self::lm_dims(&cfg, options);
         let lm = Lm::load(ctx, src, &dims, Box::new(mixer))?;
         Ok(Self {
             lm: Arc::new(lm),
@@ -148,7 +175,7 @@ impl Mamba1 {
     /// The names and shapes of every tensor a checkpoint of `cfg` holds (HF spelling).
     pub fn tensor_shapes(cfg: &Mamba1Config) -> HashMap<String, Vec<usize>> {
         let (d, e, n, r) = (cfg.d_model, cfg.d_inner, cfg.d_state, cfg.dt_rank);
-        let mut t = shell_shapes(&Self::lm_dims(cfg, WeightDtype::F32));
+        let mut t = shell_shapes(&Self::lm_dims(cfg, &LoadOptions::default()));
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");
             mixer_io_shapes(
@@ -236,7 +263,7 @@ impl Mixer for Mamba1Mixer {
             &a[XZ],
             2 * e,
             all.clone(),
-        );
+        )?;
         let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
         let conv_params = move |len| Conv1dParams {
             batch: b,
@@ -274,7 +301,7 @@ impl Mixer for Mamba1Mixer {
             &a[DBC],
             dbc_w,
             all.clone(),
-        );
+        )?;
         lm.linear(
             plan,
             r,
@@ -285,7 +312,7 @@ impl Mixer for Mamba1Mixer {
             &a[DT],
             e,
             all.clone(),
-        );
+        )?;
         let scan_params = move |len| SelectiveScanParams {
             batch: b,
             len,
@@ -312,7 +339,9 @@ impl Mixer for Mamba1Mixer {
             state: &r.states[1],
             y: &a[Y],
         };
-        if r.decode {
+        // The sequential walk decodes, and prefills too on CPU adapters (see
+        // `GpuContext::is_cpu_adapter`); GPUs prefill with the parallel scan.
+        if r.decode || ctx.is_cpu_adapter() {
             plan.push(cap, scan_params, SelectiveStateUpdate::workgroups, |p| {
                 self.state_update.bind(ctx, p, scan_bufs)
             });
@@ -331,7 +360,7 @@ impl Mixer for Mamba1Mixer {
             r.mix,
             dm,
             all,
-        );
+        )?;
         Ok(())
     }
 }

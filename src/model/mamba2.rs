@@ -40,7 +40,7 @@ use crate::model::lm::{
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
 use crate::model::LoadOptions;
-use crate::tensor::{GpuTensor, PagedMatrix, WeightDtype};
+use crate::tensor::{GpuTensor, PagedMatrix};
 
 struct Layer {
     in_proj: PagedMatrix,
@@ -97,7 +97,7 @@ impl Mamba2 {
         src: &dyn WeightSource,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let dt = options.dtype;
+        let (dt, st) = (options.dtype, options.storage);
         let (d, e, h, k) = (cfg.d_model, cfg.d_inner, cfg.num_heads, cfg.d_conv);
         let (conv_dim, d_in_proj) = (cfg.conv_dim(), cfg.d_in_proj());
         // The kernels' own preconditions, checked once here rather than per dispatch.
@@ -123,7 +123,16 @@ impl Mamba2 {
             ]
             .concat();
             layers.push(Layer {
-                in_proj: matrix(&ctx, src, &format!("{m}in_proj.weight"), d_in_proj, d, dt)?,
+                in_proj: matrix(
+                    &ctx,
+                    src,
+                    &format!("{m}in_proj.weight"),
+                    d_in_proj,
+                    d,
+                    dt,
+                    st,
+                    d,
+                )?,
                 in_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -141,7 +150,7 @@ impl Mamba2 {
                 )?,
                 heads: GpuTensor::from_slice(&ctx, "heads", &heads, &[3 * h])?,
                 norm: vector(&ctx, src, &format!("{m}norm.weight"), &[e])?,
-                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt)?,
+                out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt, st, e)?,
                 out_proj_bias: opt_vector(
                     &ctx,
                     src,
@@ -161,7 +170,7 @@ impl Mamba2 {
             state_update: SsdStateUpdate::new(&ctx)?,
             norm: RmsnormGated::new(&ctx)?,
         };
-        let dims = Self::lm_dims(&cfg, dt);
+        let dims = Self::lm_dims(&cfg, options);
         let mixer = Mamba2Mixer {
             cfg: cfg.clone(),
             layers,
@@ -177,7 +186,7 @@ impl Mamba2 {
     /// The names and shapes of every tensor a checkpoint of `cfg` holds (HF spelling).
     pub fn tensor_shapes(cfg: &Mamba2Config) -> HashMap<String, Vec<usize>> {
         let (d, e, h) = (cfg.d_model, cfg.d_inner, cfg.num_heads);
-        let mut t = shell_shapes(&Self::lm_dims(cfg, WeightDtype::F32));
+        let mut t = shell_shapes(&Self::lm_dims(cfg, &LoadOptions::default()));
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");
             let biases = (cfg.use_bias, cfg.use_conv_bias);
@@ -294,7 +303,7 @@ impl Mixer for Mamba2Mixer {
             &a[ZX],
             w,
             all.clone(),
-        );
+        )?;
         let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
         let conv_params = move |len| Conv1dParams {
             batch: b,
@@ -486,7 +495,7 @@ impl Mixer for Mamba2Mixer {
             r.mix,
             dm,
             all,
-        );
+        )?;
         Ok(())
     }
 }

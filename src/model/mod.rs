@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 pub use crate::kernels::sample::SamplingConfig as Sampling;
-pub use crate::tensor::WeightDtype;
+pub use crate::tensor::{WeightDtype, WeightStorage};
 pub use config::{Family, Mamba1Config, Mamba2Config};
 pub use lm::{Session, SessionOptions};
 pub use mamba1::Mamba1;
@@ -31,6 +31,10 @@ pub struct LoadOptions {
     /// in f32; activations, states, norms, conv and SSM parameters stay f32. The embedding
     /// table stays f32 (its gather reads f32), so a tied lm_head gets an f16 copy of it.
     pub dtype: WeightDtype,
+    /// Where those matrices live: storage buffers, or 2-D textures on devices that read
+    /// textures faster (CPU adapters such as lavapipe). [`WeightStorage::Auto`] (the default)
+    /// decides per device; either way the same kernels' math runs and the same tests hold.
+    pub storage: WeightStorage,
 }
 
 /// A loaded model of any supported family.

@@ -100,16 +100,24 @@ pub fn assert_logits(what: &str, got: &[f32], want: &[f32]) {
     );
 }
 
-use mamba_wgpu::{LoadOptions, Model, SessionOptions, WeightDtype};
+use mamba_wgpu::{LoadOptions, Model, SessionOptions, WeightDtype, WeightStorage};
 
-/// Loads a fixture with weights stored as `dtype`.
+/// Loads a fixture with weights stored as `dtype` where the device prefers them.
 pub fn load(family: &str, name: &str, dtype: WeightDtype) -> Model {
-    Model::load_with(
-        super::shared().clone(),
-        &fixture_dir(family, name),
-        &LoadOptions { dtype },
+    load_with(
+        family,
+        name,
+        &LoadOptions {
+            dtype,
+            ..Default::default()
+        },
     )
-    .unwrap_or_else(|e| panic!("{family}/{name}: {e}"))
+}
+
+/// Loads a fixture with `options`.
+pub fn load_with(family: &str, name: &str, options: &LoadOptions) -> Model {
+    Model::load_with(super::shared().clone(), &fixture_dir(family, name), options)
+        .unwrap_or_else(|e| panic!("{family}/{name}: {e}"))
 }
 
 /// Greedy tokens of every sequence of `c`: a prefill (matmul path) then cached decode steps
@@ -136,7 +144,18 @@ pub fn greedy(m: &Model, c: &Case) -> Vec<Vec<u32>> {
 /// Every case of a fixture: full-forward logits within `tol` · max|logit| of transformers'
 /// and greedy tokens identical to the recorded ones.
 pub fn check_fixture(family: &str, name: &str, dtype: WeightDtype, tol: f32) {
-    let m = load(family, name, dtype);
+    check_fixture_stored(family, name, dtype, WeightStorage::Auto, tol)
+}
+
+/// [`check_fixture`] with the big matrices in `storage`.
+pub fn check_fixture_stored(
+    family: &str,
+    name: &str,
+    dtype: WeightDtype,
+    storage: WeightStorage,
+    tol: f32,
+) {
+    let m = load_with(family, name, &LoadOptions { dtype, storage });
     for (k, c) in cases(family, name).iter().enumerate() {
         let mut s = m
             .session(&SessionOptions {
@@ -147,7 +166,7 @@ pub fn check_fixture(family: &str, name: &str, dtype: WeightDtype, tol: f32) {
             .unwrap();
         let (d, scale) = max_diff(&s.logits(&c.refs()).unwrap(), &c.logits);
         eprintln!(
-            "{family}/{name} case {k} (B={}, L={}, {dtype:?}): max |Δlogit| = {d:.3e} (max |logit| {scale:.2}, ratio {:.2e})",
+            "{family}/{name} case {k} (B={}, L={}, {dtype:?}, {storage:?}): max |Δlogit| = {d:.3e} (max |logit| {scale:.2}, ratio {:.2e})",
             c.batch,
             c.len,
             d / scale

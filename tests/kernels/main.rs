@@ -5,6 +5,7 @@ mod common;
 
 mod conv1d;
 mod embedding;
+mod linear_tex;
 mod matmul;
 mod rmsnorm;
 mod sample;

@@ -181,7 +181,7 @@ fn twin(p: &Problem, k: &Packed, state: &mut [f32]) -> Vec<f32> {
     y
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Scan,
     Update,
@@ -234,15 +234,29 @@ fn check_scan(
     strided: bool,
     init: bool,
 ) {
+    check_scan_with(Kernel::Scan, batch, len, d_inner, n, flags, strided, init)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_scan_with(
+    kernel: Kernel,
+    batch: usize,
+    len: usize,
+    d_inner: usize,
+    n: usize,
+    flags: u32,
+    strided: bool,
+    init: bool,
+) {
     let what = format!(
-        "scan batch {batch} len {len} d_inner {d_inner} d_state {n} flags {flags} strided {strided} init {init}"
+        "{kernel:?} batch {batch} len {len} d_inner {d_inner} d_state {n} flags {flags} strided {strided} init {init}"
     );
     let p = Problem::new(len as u64 * 31 + n as u64, batch, len, d_inner, n, init);
     let k = pack(&p, 0, len, flags, strided);
     let mut want_state = p.state0.clone();
     let want_y = twin(&p, &k, &mut want_state);
     let state = upload(&p.state0);
-    let got_y = gpu(Kernel::Scan, &p, &k, &state);
+    let got_y = gpu(kernel, &p, &k, &state);
     assert_scan_close(&format!("{what}: y"), &got_y, &want_y);
     let got_state = read::<f32>(&state, want_state.len());
     assert_scan_close(&format!("{what}: state"), &got_state, &want_state);
@@ -312,6 +326,25 @@ fn selective_scan_matches_reference_on_awkward_shapes() {
             let strided = i.is_multiple_of(2);
             let init = (i / 2).is_multiple_of(2);
             check_scan(batch, len, d_inner, n, flags, strided, init);
+            i += 1;
+        }
+    }
+}
+
+#[test]
+fn sequential_state_update_walks_prompts_like_the_scan() {
+    // selective_state_update over whole prompts (the prefill path on CPU adapters): lengths
+    // from 1 to several hundred, N in registers (1, 3, 4, 5, 8, 12, 16: partial and whole
+    // vec4 blocks) and in the buffer (17, 32), d_inner around its 64-invocation workgroup.
+    let mut i = 0usize;
+    for &len in &[1, 2, 5, 33, 128, 129, 300] {
+        for &n in &[1, 3, 4, 5, 8, 12, 16, 17, 32] {
+            let d_inner = [1, 5, 63, 65, 72][i % 5];
+            let batch = [1, 3][(i / 5) % 2];
+            let flags = (i % 4) as u32;
+            let strided = i.is_multiple_of(2);
+            let init = (i / 2).is_multiple_of(2);
+            check_scan_with(Kernel::Update, batch, len, d_inner, n, flags, strided, init);
             i += 1;
         }
     }

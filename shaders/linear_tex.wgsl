@@ -1,0 +1,165 @@
+// mamba_wgpu.linear_tex: the Linear of mamba_wgpu.matmul / mamba_wgpu.gemv (y = x · wᵀ + bias,
+// PyTorch layout) for weights stored in a 2-D texture, for prefill and decode alike.
+//
+// Bindings: 0 params (uniform); 1 x f32 as vec4s (read); 2 w: one page of a texture-stored
+//           weight (declared by the weight header); 3 bias f32 (read; any buffer when flags
+//           bit 0 is clear); 4 y f32 (read_write).
+// Weights:  binding 2 and its accessors come from the Rust-side header prepended to this file
+//           (src/kernels/linear_tex.rs). Row r of the page starts at texel
+//           ((r % rows_per_line) · tpr, r / rows_per_line), tpr = w_texels_per_row(k) texels
+//           per row (a row never straddles two lines of the texture), and w_block(origin, i)
+//           returns columns 8i .. 8i + 7 of that row as two vec4s: f32 (mamba_wgpu.linear_tex,
+//           rgba32float, 4 values per texel, two texels per block) or f16 (mamba_wgpu.
+//           linear_tex_f16, rgba32uint, 8 values per texel: word j holds column 8i + j in its
+//           low half and 8i + 4 + j in its high half, widened to f32 by integer operations).
+// Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
+//           bias, bit 1: accumulate into y); rows_per_line; 2 words of padding (48 bytes).
+//           Preconditions the Rust side checks: k a multiple of 8; x_offset and x_stride
+//           multiples of 4 (x is read as vec4s).
+// Geometry: workgroup_size 64. Invocation (wg.x · 64 + lid) computes NW = 4 consecutive
+//           outputs (rows n0 .. n0 + 3 of w) for MB = 4 consecutive rows of x
+//           (m0 = (wg.y + wg.z · nwg.y) · 4): ceil(n / 256) × ceil(m / 4) workgroups, the
+//           second count folded into (y, z) past 65,535.
+// Math:     for row < m, col < n:
+//             y[y_offset + row·y_stride + col] = (flags & 2 ? y[same] : 0)
+//                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w(col, i)
+//                 + (flags & 1 ? bias[bias_offset + col] : 0)
+//           summed in f32, 8 columns at a time in increasing k: (Σ + bias) + y_old.
+// Why this shape: on CPU adapters (llvmpipe) the invocations of a workgroup run in SIMD lanes,
+// texel fetches are cheap gathers and a load from a lane-uniform address (x here) is one load,
+// while storage-buffer gathers and barriers are expensive. So there is no workgroup memory and
+// no barrier: each invocation streams its 4 rows of w from the texture once per 4 rows of x and
+// keeps 16 sums in registers, 128 multiply-adds per 8 texel and 8 x loads. A pass with a
+// single row of x (decode at batch 1) takes a 1-row loop that loads no duplicate x values.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    x_offset: u32,
+    x_stride: u32,
+    y_offset: u32,
+    y_stride: u32,
+    bias_offset: u32,
+    flags: u32,
+    rows_per_line: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+// @group(0) @binding(2) w: declared by the weight header.
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+const WG: u32 = 64u;
+// Outputs (rows of w) and rows of x per invocation.
+const NW: u32 = 4u;
+const MB: u32 = 4u;
+
+// Texel coordinate of the first texel of row r of the page.
+fn row_origin(r: u32, tpr: u32) -> vec2<u32> {
+    let rpl = params.rows_per_line;
+    return vec2<u32>((r % rpl) * tpr, r / rpl);
+}
+
+// Columns 8i .. 8i + 7 of the row at `o` times the x values xl (8i .. 8i + 3) and
+// xh (8i + 4 .. 8i + 7).
+fn w_dot8(o: vec2<u32>, i: u32, xl: vec4<f32>, xh: vec4<f32>) -> f32 {
+    let b = w_block(o, i);
+    return dot(b.lo, xl) + dot(b.hi, xh);
+}
+
+// The 4 rows of x (x vec4 bases b0..b3) times one 8-column block of the row at `o`.
+fn w_dot8x4(o: vec2<u32>, i: u32, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>,
+            x3: vec4<f32>, x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>)
+            -> vec4<f32> {
+    let b = w_block(o, i);
+    return vec4<f32>(dot(b.lo, x0) + dot(b.hi, x1), dot(b.lo, x2) + dot(b.hi, x3),
+                     dot(b.lo, x4) + dot(b.hi, x5), dot(b.lo, x6) + dot(b.hi, x7));
+}
+
+// Writes output (row, col) = v, adding bias and the old y as the flags ask.
+fn store(row: u32, col: u32, v: f32) {
+    if (row >= params.m || col >= params.n) {
+        return;
+    }
+    var o = v;
+    if ((params.flags & 1u) != 0u) {
+        o += bias[params.bias_offset + col];
+    }
+    let idx = params.y_offset + row * params.y_stride + col;
+    if ((params.flags & 2u) != 0u) {
+        o += y[idx];
+    }
+    y[idx] = o;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let n0 = (wg.x * WG + lid) * NW;
+    let m0 = (wg.y + wg.z * nwg.y) * MB;
+    // No barriers below, so invocations past the end may simply leave.
+    if (n0 >= params.n || m0 >= params.m) {
+        return;
+    }
+    let blocks = params.k / 8u;
+    let tpr = w_texels_per_row(params.k);
+    // Rows of w past n (in the last invocation when n is not a multiple of 4) are clamped to
+    // the last row: valid loads, and their sums are never written. Likewise rows of x past m.
+    let last = params.n - 1u;
+    let o0 = row_origin(n0, tpr);
+    let o1 = row_origin(min(n0 + 1u, last), tpr);
+    let o2 = row_origin(min(n0 + 2u, last), tpr);
+    let o3 = row_origin(min(n0 + 3u, last), tpr);
+    let xb0 = (params.x_offset + m0 * params.x_stride) / 4u;
+
+    if (params.m - m0 == 1u) {
+        // acc[j]: w row n0 + j.
+        var acc = vec4<f32>(0.0);
+        for (var i = 0u; i < blocks; i++) {
+            let xl = x[xb0 + 2u * i];
+            let xh = x[xb0 + 2u * i + 1u];
+            acc += vec4<f32>(w_dot8(o0, i, xl, xh), w_dot8(o1, i, xl, xh),
+                             w_dot8(o2, i, xl, xh), w_dot8(o3, i, xl, xh));
+        }
+        for (var j = 0u; j < NW; j++) {
+            store(m0, n0 + j, acc[j]);
+        }
+        return;
+    }
+
+    let xlast = params.m - 1u;
+    let xb1 = (params.x_offset + min(m0 + 1u, xlast) * params.x_stride) / 4u;
+    let xb2 = (params.x_offset + min(m0 + 2u, xlast) * params.x_stride) / 4u;
+    let xb3 = (params.x_offset + min(m0 + 3u, xlast) * params.x_stride) / 4u;
+    // acc_j[q]: w row n0 + j, x row m0 + q. Named vectors rather than an indexed array so
+    // every compiler keeps them in registers.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var i = 0u; i < blocks; i++) {
+        let c = 2u * i;
+        let x0 = x[xb0 + c];
+        let x1 = x[xb0 + c + 1u];
+        let x2 = x[xb1 + c];
+        let x3 = x[xb1 + c + 1u];
+        let x4 = x[xb2 + c];
+        let x5 = x[xb2 + c + 1u];
+        let x6 = x[xb3 + c];
+        let x7 = x[xb3 + c + 1u];
+        acc0 += w_dot8x4(o0, i, x0, x1, x2, x3, x4, x5, x6, x7);
+        acc1 += w_dot8x4(o1, i, x0, x1, x2, x3, x4, x5, x6, x7);
+        acc2 += w_dot8x4(o2, i, x0, x1, x2, x3, x4, x5, x6, x7);
+        acc3 += w_dot8x4(o3, i, x0, x1, x2, x3, x4, x5, x6, x7);
+    }
+    for (var q = 0u; q < MB; q++) {
+        store(m0 + q, n0, acc0[q]);
+        store(m0 + q, n0 + 1u, acc1[q]);
+        store(m0 + q, n0 + 2u, acc2[q]);
+        store(m0 + q, n0 + 3u, acc3[q]);
+    }
+}

@@ -1,0 +1,267 @@
+//! `linear_tex`: the Linear of [`crate::kernels::matmul`] and [`crate::kernels::gemv`]
+//! (`y = x · wᵀ + bias`) for a weight page stored in a 2-D texture
+//! ([`crate::tensor::PageStorage::Texture`]), for prefill and decode alike.
+//!
+//! Two variants from one source, by [`WeightDtype`]: a Rust-side header declares the texture
+//! (rgba32float with 4 f32 per texel, or rgba32uint with 8 f16 per texel) and `w_block`, which
+//! returns 8 columns of a row as two vec4s. Needs `k % 8 == 0` and x offsets and strides that
+//! are multiples of 4 (x is read as vec4s); [`LinearTex::supports`] says whether a product
+//! qualifies, and the loader keeps other weights in storage buffers.
+//! See `shaders/linear_tex.wgsl`; CPU twin: `crate::reference::matmul`.
+
+use std::sync::Arc;
+
+use crate::context::{BindingKind, GpuContext, KernelPipeline};
+use crate::error::{Error, Result};
+use crate::kernels::{Dispatch, ShaderInfo, MAX_GROUPS_PER_DIM};
+use crate::tensor::WeightDtype;
+
+/// Outputs (rows of w) one workgroup computes: 64 invocations of 4 rows each.
+pub const OUTPUTS_PER_GROUP: u32 = 256;
+/// Rows of x one workgroup takes (`MB` in the shader).
+pub const ROWS_PER_GROUP: u32 = 4;
+
+/// Mirrors `struct Params` in `shaders/linear_tex.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LinearTexParams {
+    /// Rows of x (tokens).
+    pub m: u32,
+    /// Rows of w in this page (output features).
+    pub n: u32,
+    /// Reduction length (input features), a multiple of 8.
+    pub k: u32,
+    /// Element offset of x's first row, a multiple of 4.
+    pub x_offset: u32,
+    /// Elements between rows of x, a multiple of 4.
+    pub x_stride: u32,
+    /// Element offset of y[0, 0] of this dispatch (the page's first output column).
+    pub y_offset: u32,
+    /// Elements between rows of y.
+    pub y_stride: u32,
+    /// Element offset into bias.
+    pub bias_offset: u32,
+    /// Bit 0: add bias. Bit 1: accumulate into y instead of overwriting.
+    pub flags: u32,
+    /// Rows of w per line (row) of the texture.
+    pub rows_per_line: u32,
+    /// Padding to 48 bytes.
+    pub _pad0: u32,
+    /// Padding.
+    pub _pad1: u32,
+}
+
+/// What one dispatch binds.
+#[derive(Clone, Copy, Debug)]
+pub struct LinearTexBindings<'a> {
+    /// f32 input rows.
+    pub x: &'a wgpu::Buffer,
+    /// The page's texture view.
+    pub w: &'a wgpu::TextureView,
+    /// f32 bias (bind any buffer when bit 0 of flags is clear).
+    pub bias: &'a wgpu::Buffer,
+    /// f32 output rows.
+    pub y: &'a wgpu::Buffer,
+}
+
+const BINDINGS_F32: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::TextureFloat,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+];
+
+const BINDINGS_F16: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::TextureUint,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+];
+
+/// Static facts about the f32-weight shader.
+pub const INFO: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.linear_tex",
+    source: concat!(
+        "// mamba_wgpu.linear_tex: shaders/linear_tex.wgsl with f32 weights in an rgba32float
+// texture.
+@group(0) @binding(2) var w: texture_2d<f32>;
+// Texels per row of a [n, k] weight: 4 values each.
+fn w_texels_per_row(k: u32) -> u32 { return k / 4u; }
+// Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
+struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
+fn w_block(o: vec2<u32>, i: u32) -> WBlock {
+    let c = o.x + 2u * i;
+    return WBlock(textureLoad(w, vec2<u32>(c, o.y), 0), textureLoad(w, vec2<u32>(c + 1u, o.y), 0));
+}
+",
+        include_str!("../../shaders/linear_tex.wgsl")
+    ),
+    bindings: BINDINGS_F32,
+    params_size: std::mem::size_of::<LinearTexParams>(),
+};
+
+/// Static facts about the f16-weight shader (same source, packed f16 texture header).
+pub const INFO_F16: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.linear_tex_f16",
+    source: concat!(
+        "// mamba_wgpu.linear_tex_f16: shaders/linear_tex.wgsl with f16 weights, 8 per rgba32uint
+// texel: word j of texel i of a row holds column 8i + j in its low half and 8i + 4 + j in its
+// high half. Widened to f32 by integer operations, so no shader-f16 feature is needed.
+@group(0) @binding(2) var w: texture_2d<u32>;
+// Texels per row of a [n, k] weight: 8 values each.
+fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
+// Four f16 bit patterns (in the low 16 bits) as f32, exact for every finite f16 (the loader
+// stores no Inf or NaN). Normal halves: exponent and significand shifted into place and the
+// bias moved from 15 to 127 (+112 << 23). Subnormal halves and zero: significand · 2^-24, so
+// no f32 subnormal is formed that a GPU could flush to zero. The sign bit is moved last.
+fn widen4(h: vec4<u32>) -> vec4<f32> {
+    let mag = h & vec4<u32>(0x7fffu);
+    let normal = bitcast<vec4<f32>>((mag << vec4<u32>(13u)) + vec4<u32>(0x38000000u));
+    let subnormal = vec4<f32>(mag) * 0x1p-24f;
+    let v = select(subnormal, normal, mag >= vec4<u32>(0x400u));
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) | ((h & vec4<u32>(0x8000u)) << vec4<u32>(16u)));
+}
+// Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
+struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
+fn w_block(o: vec2<u32>, i: u32) -> WBlock {
+    let t = textureLoad(w, vec2<u32>(o.x + i, o.y), 0);
+    return WBlock(widen4(t & vec4<u32>(0xffffu)), widen4(t >> vec4<u32>(16u)));
+}
+",
+        include_str!("../../shaders/linear_tex.wgsl")
+    ),
+    bindings: BINDINGS_F16,
+    params_size: std::mem::size_of::<LinearTexParams>(),
+};
+
+/// Static facts about the f16-weight shader for devices whose shaders have
+/// `unpack2x16float` (WebGPU core; wgpu's `DownlevelFlags::SHADER_F16_IN_F32`, present on
+/// Vulkan, Metal and DX12): the same texture layout, each word's halves converted by the
+/// builtin (the hardware's half-to-float conversion: F16C on x86 CPUs, native on GPUs) instead
+/// of the integer widening. Every f16, subnormals included, is exactly an f32, so both variants
+/// multiply the same values.
+pub const INFO_F16_UNPACK: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.linear_tex_f16_unpack",
+    source: concat!(
+        "// mamba_wgpu.linear_tex_f16_unpack: shaders/linear_tex.wgsl with f16 weights, 8 per
+// rgba32uint texel (word j of texel i: column 8i + j low, 8i + 4 + j high), converted by
+// unpack2x16float.
+@group(0) @binding(2) var w: texture_2d<u32>;
+// Texels per row of a [n, k] weight: 8 values each.
+fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
+// Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
+struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
+fn w_block(o: vec2<u32>, i: u32) -> WBlock {
+    let t = textureLoad(w, vec2<u32>(o.x + i, o.y), 0);
+    let a = unpack2x16float(t.x);
+    let b = unpack2x16float(t.y);
+    let c = unpack2x16float(t.z);
+    let d = unpack2x16float(t.w);
+    return WBlock(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y));
+}
+",
+        include_str!("../../shaders/linear_tex.wgsl")
+    ),
+    bindings: BINDINGS_F16,
+    params_size: std::mem::size_of::<LinearTexParams>(),
+};
+
+/// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
+/// `unpack` (the device has it), the integer widening otherwise.
+pub fn info(dtype: WeightDtype, unpack: bool) -> ShaderInfo {
+    match dtype {
+        WeightDtype::F32 => INFO,
+        WeightDtype::F16 if unpack => INFO_F16_UNPACK,
+        WeightDtype::F16 => INFO_F16,
+    }
+}
+
+/// The compiled kernel for one weight dtype.
+#[derive(Clone, Debug)]
+pub struct LinearTex {
+    pipeline: Arc<KernelPipeline>,
+    dtype: WeightDtype,
+}
+
+impl LinearTex {
+    /// Builds (or fetches from the cache) the pipeline for textures holding `dtype`, the
+    /// fastest variant the device supports.
+    pub fn for_dtype(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
+        Self::variant(ctx, dtype, ctx.features().f16_unpack)
+    }
+
+    /// The pipeline of a chosen variant (`unpack` needs `unpack2x16float` in shaders; tests
+    /// run both).
+    pub fn variant(ctx: &GpuContext, dtype: WeightDtype, unpack: bool) -> Result<Self> {
+        if unpack && dtype == WeightDtype::F16 && !ctx.features().f16_unpack {
+            return Err(Error::MissingFeature("SHADER_F16_IN_F32"));
+        }
+        let info = info(dtype, unpack);
+        Ok(Self {
+            pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
+            dtype,
+        })
+    }
+
+    /// The weight storage this pipeline reads.
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
+    }
+
+    /// Whether a product with reduction length `k` whose x rows start at multiples of
+    /// `x_align` elements can run here: k a multiple of 8 (whole 8-column blocks) and x rows
+    /// on vec4 boundaries.
+    pub fn supports(k: usize, x_align: usize) -> bool {
+        k > 0 && k.is_multiple_of(8) && x_align.is_multiple_of(4)
+    }
+
+    /// `ceil(n / 256)` × `ceil(m / 4)` workgroups, the second folded into (y, z) past 65,535.
+    pub fn workgroups(params: &LinearTexParams) -> [u32; 3] {
+        if params.m == 0 || params.n == 0 {
+            return [0, 1, 1];
+        }
+        let mb = params.m.div_ceil(ROWS_PER_GROUP);
+        let z = mb.div_ceil(MAX_GROUPS_PER_DIM);
+        [params.n.div_ceil(OUTPUTS_PER_GROUP), mb.div_ceil(z), z]
+    }
+
+    /// Checks the shader's preconditions on `params`.
+    pub fn check(params: &LinearTexParams) -> Result<()> {
+        if !params.k.is_multiple_of(8)
+            || !params.x_offset.is_multiple_of(4)
+            || !params.x_stride.is_multiple_of(4)
+        {
+            return Err(Error::Shape(format!(
+                "linear_tex needs k % 8 == 0 and x offset/stride % 4 == 0, got k {}, offset {}, stride {}",
+                params.k, params.x_offset, params.x_stride
+            )));
+        }
+        if params.rows_per_line == 0 {
+            return Err(Error::Shape("linear_tex: rows_per_line is 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Creates the dispatch (params uniform and bind group).
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        params: &LinearTexParams,
+        b: LinearTexBindings<'_>,
+    ) -> Dispatch {
+        Dispatch::with_resources(
+            ctx,
+            &self.pipeline,
+            params,
+            &[
+                b.x.as_entire_binding(),
+                wgpu::BindingResource::TextureView(b.w),
+                b.bias.as_entire_binding(),
+                b.y.as_entire_binding(),
+            ],
+            Self::workgroups(params),
+        )
+    }
+}

@@ -1,0 +1,380 @@
+//! linear_tex (texture-stored weights) against `reference::matmul::{linear, write_rows}`.
+//!
+//! Tolerance: as for matmul/gemv (tests/kernels/matmul.rs), the kernel and the twin sum the
+//! same k products in f32 in different orders (8-column blocks), so atol = 1e-6·k·max|x|·max|w|
+//! plus rtol = 1e-5·sqrt(k). f16 textures: the twin multiplies the weights rounded to f16, the
+//! very values the kernel widens, so the same tolerance applies.
+//!
+//! Shapes: m of 1 (the single-row path), 2, 3, 5, 6 (4-row blocks with clamped rows); n not a
+//! multiple of 4 or of 256 (clamped rows of w); k of 8 (one block) up to 776; textures with
+//! several rows per line, rows filling lines exactly and not, and several pages (a context whose
+//! texture dimension limit is tiny).
+
+use mamba_wgpu::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
+use mamba_wgpu::kernels::{run, Dispatch};
+use mamba_wgpu::reference::matmul::{linear, round_to_f16, write_rows};
+use mamba_wgpu::tensor::{pack_f16_texels, PageStorage, PagedMatrix, WeightDtype, WeightStorage};
+use mamba_wgpu::{ContextOptions, Error, GpuContext};
+
+use crate::common::*;
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    x_offset: usize,
+    x_stride: usize,
+    y_offset: usize,
+    y_stride: usize,
+    bias: bool,
+    accumulate: bool,
+}
+
+impl Case {
+    fn plain(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            x_offset: 0,
+            x_stride: k,
+            y_offset: 0,
+            y_stride: n,
+            bias: false,
+            accumulate: false,
+        }
+    }
+
+    /// Strided x (a multiple of 4 as the kernel requires), a column slice of a wider y, bias
+    /// and accumulate.
+    fn strided(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            m,
+            n,
+            k,
+            x_offset: 8,
+            x_stride: k + 4,
+            y_offset: 3,
+            y_stride: n + 5,
+            bias: true,
+            accumulate: true,
+        }
+    }
+
+    fn x_len(&self) -> usize {
+        self.x_offset + self.m.saturating_sub(1) * self.x_stride + self.k + 4
+    }
+
+    fn y_len(&self) -> usize {
+        self.y_offset + self.m.saturating_sub(1) * self.y_stride + self.n + 3
+    }
+}
+
+/// Runs `c` with w stored as `dtype` in textures on `gpu` (one dispatch per page) and compares
+/// the whole y buffer with the twin. Returns the page count.
+fn check_on(gpu: &GpuContext, dtype: WeightDtype, c: Case) -> usize {
+    check_variant(gpu, dtype, false, c)
+}
+
+/// [`check_on`] with the unpack2x16float variant when `native` (f16 only).
+fn check_variant(gpu: &GpuContext, dtype: WeightDtype, native: bool, c: Case) -> usize {
+    let seed = (c.m * 1_000_003 + c.n * 1009 + c.k) as u64 + 77;
+    let x = rand_vec(seed + 1, c.x_len(), -1.0, 1.0);
+    let w = rand_vec(seed + 2, c.n * c.k, -1.0, 1.0);
+    let bias = rand_vec(seed + 3, c.n, -1.0, 1.0);
+    let y0 = rand_vec(seed + 4, c.y_len(), -1.0, 1.0);
+    let pm = PagedMatrix::from_slice_stored(gpu, "w", &w, c.n, c.k, dtype, WeightStorage::Texture)
+        .unwrap();
+    assert!(pm.is_texture(), "{c:?}: expected texture pages");
+    let w_eff = match dtype {
+        WeightDtype::F32 => w.clone(),
+        WeightDtype::F16 => round_to_f16(&w),
+    };
+    let out = linear(
+        &x,
+        c.x_offset,
+        c.x_stride,
+        c.m,
+        &w_eff,
+        c.n,
+        c.k,
+        c.bias.then_some(&bias[..]),
+    );
+    let mut want = y0.clone();
+    write_rows(&mut want, c.y_offset, c.y_stride, c.accumulate, &out, c.n);
+
+    let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+    let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
+    let kernel = LinearTex::variant(gpu, dtype, native).unwrap();
+    let dispatches: Vec<Dispatch> = pm
+        .pages
+        .iter()
+        .map(|p| {
+            let PageStorage::Texture {
+                view,
+                rows_per_line,
+                ..
+            } = &p.storage
+            else {
+                panic!("buffer page");
+            };
+            let params = LinearTexParams {
+                m: c.m as u32,
+                n: p.rows as u32,
+                k: c.k as u32,
+                x_offset: c.x_offset as u32,
+                x_stride: c.x_stride as u32,
+                y_offset: (c.y_offset + p.row_start) as u32,
+                y_stride: c.y_stride as u32,
+                bias_offset: p.row_start as u32,
+                flags: c.bias as u32 | (c.accumulate as u32) << 1,
+                rows_per_line: *rows_per_line as u32,
+                ..Default::default()
+            };
+            LinearTex::check(&params).unwrap();
+            kernel.bind(
+                gpu,
+                &params,
+                LinearTexBindings {
+                    x: &x_b,
+                    w: view,
+                    bias: &bias_b,
+                    y: &y_b,
+                },
+            )
+        })
+        .collect();
+    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
+    let got: Vec<f32> = gpu.read_buffer(&y_b, 0, c.y_len()).unwrap();
+    let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+    let kf = c.k as f32;
+    assert_close(
+        &format!("linear_tex {dtype:?} native {native} {c:?}"),
+        &got,
+        &want,
+        1e-6 * kf * max(&x) * max(&w_eff),
+        1e-5 * kf.sqrt(),
+    );
+    pm.pages.len()
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 8),
+    (1, 5, 16),
+    (1, 257, 48),
+    (2, 3, 24),
+    (3, 7, 8),
+    (4, 256, 64),
+    (5, 300, 40),
+    (6, 33, 776),
+    (17, 129, 96),
+];
+
+#[test]
+fn texture_linear_matches_reference_on_awkward_shapes() {
+    for dtype in [WeightDtype::F32, WeightDtype::F16] {
+        for &(m, n, k) in SHAPES {
+            check_on(ctx(), dtype, Case::plain(m, n, k));
+            check_on(ctx(), dtype, Case::strided(m, n, k));
+        }
+    }
+}
+
+#[test]
+fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
+    if !ctx().features().f16_unpack {
+        // The integer-widening variant runs instead (tested above); lavapipe, which CI uses,
+        // has it, so this path is exercised there.
+        assert!(LinearTex::variant(ctx(), WeightDtype::F16, true).is_err());
+        return;
+    }
+    for &(m, n, k) in SHAPES {
+        check_variant(ctx(), WeightDtype::F16, true, Case::plain(m, n, k));
+        check_variant(ctx(), WeightDtype::F16, true, Case::strided(m, n, k));
+    }
+    // Subnormal and extreme halves are converted exactly: w is diagonal, x all ones, so
+    // y[r] is w[r][r] as the kernel widened it (one column per row covers every texel lane).
+    let vals = [
+        6.0e-8f32,
+        -6.1e-5,
+        3.0e-5,
+        65504.0,
+        -65504.0,
+        1.0,
+        -0.0,
+        0.099975586,
+    ];
+    let mut w = vec![0.0f32; 64];
+    for (r, v) in vals.iter().enumerate() {
+        w[r * 8 + r] = *v;
+    }
+    let pm = PagedMatrix::from_slice_stored(
+        ctx(),
+        "w",
+        &w,
+        8,
+        8,
+        WeightDtype::F16,
+        WeightStorage::Texture,
+    )
+    .unwrap();
+    let PageStorage::Texture {
+        view,
+        rows_per_line,
+        ..
+    } = &pm.pages[0].storage
+    else {
+        panic!("buffer page");
+    };
+    let (x_b, y_b) = (upload(&[1.0f32; 8]), zeros(8));
+    let params = LinearTexParams {
+        m: 1,
+        n: 8,
+        k: 8,
+        x_stride: 8,
+        y_stride: 8,
+        rows_per_line: *rows_per_line as u32,
+        ..Default::default()
+    };
+    let d = LinearTex::variant(ctx(), WeightDtype::F16, true)
+        .unwrap()
+        .bind(
+            ctx(),
+            &params,
+            LinearTexBindings {
+                x: &x_b,
+                w: view,
+                bias: &x_b,
+                y: &y_b,
+            },
+        );
+    run(ctx(), &[&d]).unwrap();
+    assert_eq!(read::<f32>(&y_b, 8), round_to_f16(&vals));
+}
+
+#[test]
+fn texture_linear_on_a_vocab_sized_output() {
+    for dtype in [WeightDtype::F32, WeightDtype::F16] {
+        check_on(ctx(), dtype, Case::plain(1, 5003, 64));
+        check_on(ctx(), dtype, Case::strided(3, 2051, 32));
+    }
+}
+
+#[test]
+fn texture_pages_and_lines_under_a_small_dimension_limit() {
+    // 16 texels per side: k = 24 is 6 f32 texels per row (2 rows per 12-texel line, 32 rows
+    // per page) or 3 f16 texels (5 rows per 15-texel line, 80 rows per page).
+    let small = GpuContext::with_options(&ContextOptions {
+        texture_dimension_limit: Some(16),
+        ..Default::default()
+    })
+    .unwrap();
+    for (dtype, n, pages) in [
+        (WeightDtype::F32, 70, 3),
+        (WeightDtype::F32, 64, 2),
+        (WeightDtype::F16, 161, 3),
+        (WeightDtype::F16, 7, 1),
+    ] {
+        for m in [1, 5] {
+            assert_eq!(check_on(&small, dtype, Case::strided(m, n, 24)), pages);
+        }
+    }
+    // A row wider than a line (k = 72: 18 f32 texels) cannot be a texture: buffers instead.
+    let w = vec![0.5; 3 * 72];
+    let pm = PagedMatrix::from_slice_stored(
+        &small,
+        "w",
+        &w,
+        3,
+        72,
+        WeightDtype::F32,
+        WeightStorage::Texture,
+    )
+    .unwrap();
+    assert!(!pm.is_texture());
+    // As f16 it is 9 texels and fits.
+    let pm = PagedMatrix::from_slice_stored(
+        &small,
+        "w",
+        &w,
+        3,
+        72,
+        WeightDtype::F16,
+        WeightStorage::Texture,
+    )
+    .unwrap();
+    assert!(pm.is_texture());
+}
+
+#[test]
+fn texture_storage_needs_whole_blocks_and_aligned_x() {
+    // k not a multiple of 8: buffers.
+    let w = vec![0.25; 2 * 12];
+    let pm = PagedMatrix::from_slice_stored(
+        ctx(),
+        "w",
+        &w,
+        2,
+        12,
+        WeightDtype::F32,
+        WeightStorage::Texture,
+    )
+    .unwrap();
+    assert!(!pm.is_texture());
+    assert!(!LinearTex::supports(12, 12));
+    assert!(!LinearTex::supports(16, 18));
+    assert!(LinearTex::supports(16, 20));
+    for bad in [
+        LinearTexParams {
+            k: 12,
+            rows_per_line: 1,
+            ..Default::default()
+        },
+        LinearTexParams {
+            k: 16,
+            x_stride: 18,
+            rows_per_line: 1,
+            ..Default::default()
+        },
+        LinearTexParams {
+            k: 16,
+            x_offset: 2,
+            rows_per_line: 1,
+            ..Default::default()
+        },
+        LinearTexParams {
+            k: 16,
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            matches!(LinearTex::check(&bad), Err(Error::Shape(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn f16_texel_packing_matches_hand_computed() {
+    let v: Vec<f32> = vec![1.0, 2.0, -0.5, 0.0, 65504.0, -2.0, 0.099975586, 6.0e-8];
+    let h = |x: f32| half::f16::from_f32(x).to_bits() as u32;
+    let want: Vec<u32> = (0..4).map(|j| h(v[j]) | h(v[4 + j]) << 16).collect();
+    assert_eq!(pack_f16_texels(&v), want);
+    // 1.0 = 0x3c00 low, 65504 = 0x7bff high.
+    assert_eq!(want[0], 0x7bff_3c00);
+}
+
+#[test]
+fn texture_workgroups_fold_past_65535_rows_of_x() {
+    let p = LinearTexParams {
+        m: 4 * 70_000,
+        n: 300,
+        k: 8,
+        ..Default::default()
+    };
+    let [x, y, z] = LinearTex::workgroups(&p);
+    assert_eq!(x, 2);
+    assert!(y <= 65_535 && z >= 2 && y * z >= 70_000, "{y} {z}");
+    assert_eq!(LinearTex::workgroups(&LinearTexParams { m: 0, ..p })[0], 0);
+}
