@@ -2,8 +2,10 @@
 //! safetensors file: `logits` (f32 [len, vocab]) and `greedy` (i64 [N]).
 //!
 //! ```text
-//! cargo run --release --example logits -- --model DIR --ids 1,2,3 --out FILE [--greedy N]
+//! cargo run --release --example logits -- --model DIR|FILE.gguf --ids 1,2,3 --out FILE [--greedy N]
 //! ```
+//! `--model` takes a checkpoint folder or a GGUF file (llama.cpp's `mamba`/`mamba2`, F32, F16,
+//! BF16 or Q8_0; a Mamba-2 GGUF runs without the time_step_limit clamp, which GGUF cannot store).
 //! The greedy tokens are a prefill and then N-1 cached decode steps, never stopping at an
 //! end-of-sequence token.
 
@@ -16,7 +18,7 @@ use safetensors::tensor::{Dtype, TensorView};
 
 #[derive(Parser)]
 struct Args {
-    /// Checkpoint folder (config.json + safetensors).
+    /// Checkpoint folder (config.json + safetensors) or a `.gguf` file.
     #[arg(long)]
     model: PathBuf,
     /// Comma-separated token ids.

@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod error;
+pub mod gguf;
 pub mod kernels;
 pub mod model;
 pub mod profile;

@@ -14,6 +14,7 @@ pub mod conv1d;
 pub mod conv1d_step;
 pub mod embedding;
 pub mod gemv;
+pub mod gemv_q8_0;
 pub mod linear_tex;
 pub mod matmul;
 pub mod rmsnorm;
@@ -65,6 +66,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         gemv::INFO,
         matmul::INFO_F16,
         gemv::INFO_F16,
+        gemv_q8_0::INFO,
         linear_tex::INFO,
         linear_tex::INFO_F16,
         linear_tex::INFO_F16_UNPACK,

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf;
 #[macro_use]
 pub(crate) mod lm;
 pub mod mamba1;
@@ -47,13 +48,17 @@ pub enum Model {
 }
 
 impl Model {
-    /// Loads a checkpoint folder, choosing the family from its config.json (f32 weights).
+    /// Loads a checkpoint folder, choosing the family from its config.json, or a `.gguf`
+    /// file (see [`gguf`]), choosing it from `general.architecture` (f32 weights).
     pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
         Self::load_with(ctx, dir, &LoadOptions::default())
     }
 
     /// [`Model::load`] with options (weight storage).
     pub fn load_with(ctx: Arc<GpuContext>, dir: &Path, options: &LoadOptions) -> Result<Self> {
+        if gguf::is_gguf(dir) {
+            return gguf::load(ctx, dir, options);
+        }
         if !dir.is_dir() {
             return Err(Error::Checkpoint {
                 file: dir.to_path_buf(),
