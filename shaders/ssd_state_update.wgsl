@@ -7,6 +7,10 @@
 //           2 dt_raw f32 rows (the in_proj output): dt before bias at dt_raw[r*dt_stride + dt_offset + h];
 //           3 heads  per-layer constants packed: A_log[h] at h, D[h] at H + h, dt_bias[h] at 2H + h;
 //           4 state  f32 [batch, H, P, N] (read_write), element (b*H + h)*P*N + p*N + n, in place;
+//                    declared by the Rust-side header (src/kernels/ssd_state_update.rs) as f32s
+//                    (mamba_wgpu.ssd_state_update) or, when N % 4 == 0, as vec4s of 4 states
+//                    (mamba_wgpu.ssd_state_update_vec4): the type SV of SW states, with
+//                    sdot(c, s) the dot product and xbc_sv(i) the SW floats of xbc from i.
 //           5 y      f32 rows, written at y[r*y_stride + h*P + p] (other elements untouched).
 //           Row r = b (one token per sequence); group g = h / (H / G); N = d_state <= MAX_D_STATE.
 // Params:   16 x 4 bytes, mirrored by `SsdStateUpdateParams` in src/kernels/ssd_state_update.rs.
@@ -44,7 +48,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> xbc: array<f32>;
 @group(0) @binding(2) var<storage, read> dt_raw: array<f32>;
 @group(0) @binding(3) var<storage, read> heads: array<f32>;
-@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+// @group(0) @binding(4) state: declared by the header.
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 256u;
@@ -54,9 +58,10 @@ const ROWS_PER_INVOCATION: u32 = 2u;
 const TILE_P: u32 = ROWS * ROWS_PER_INVOCATION;
 const MAX_D_STATE: u32 = 256u;
 
-// (2 * 256 + 16 + 16 * 32) * 4 + 8 = 4,168 bytes of workgroup memory.
-var<workgroup> b_group: array<f32, MAX_D_STATE>;
-var<workgroup> c_group: array<f32, MAX_D_STATE>;
+// (2 * 256 + 16 + 16 * 32) * 4 + 8 = 4,168 bytes of workgroup memory (B and C held as SV,
+// the same bytes whatever SW is).
+var<workgroup> b_group: array<SV, MAX_D_STATE / SW>;
+var<workgroup> c_group: array<SV, MAX_D_STATE / SW>;
 var<workgroup> x_tile: array<f32, TILE_P>;
 // partial[i * LANES + lane]: lane's share of y for tile channel i.
 var<workgroup> partial: array<f32, TILE_P * LANES>;
@@ -102,9 +107,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // Stage what every invocation shares: B and C of the group, the tile's x, and (dt, dA).
     let b_base = xrow + params.b_offset + g * n_state;
     let c_base = xrow + params.c_offset + g * n_state;
-    for (var n = lid; n < n_state; n += WG) {
-        b_group[n] = xbc[b_base + n];
-        c_group[n] = xbc[c_base + n];
+    let n_sv = n_state / SW;
+    for (var n = lid; n < n_sv; n += WG) {
+        b_group[n] = xbc_sv(b_base + n * SW);
+        c_group[n] = xbc_sv(c_base + n * SW);
     }
     if (lid < TILE_P && p0 + lid < head_dim) {
         x_tile[lid] = xbc[xrow + params.x_offset + h * head_dim + p0 + lid];
@@ -127,11 +133,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var acc = 0.0;
         if (p < head_dim) {
             let dtx = dt * x_tile[i];
-            let base = (bh * head_dim + p) * n_state;
-            for (var n = lane; n < n_state; n += LANES) {
+            let base = (bh * head_dim + p) * n_sv;
+            for (var n = lane; n < n_sv; n += LANES) {
                 let s = da * state[base + n] + dtx * b_group[n];
                 state[base + n] = s;
-                acc += c_group[n] * s;
+                acc += sdot(c_group[n], s);
             }
         }
         partial[i * LANES + lane] = acc;

@@ -81,6 +81,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         ssd_state_passing::INFO,
         ssd_chunk_scan::INFO,
         ssd_state_update::INFO,
+        ssd_state_update::INFO_VEC4,
         stream_read::INFO,
     ]
 }

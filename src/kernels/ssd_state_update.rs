@@ -106,10 +106,39 @@ const BINDINGS: &[BindingKind] = &[
     BindingKind::StorageRw,
 ];
 
-/// Static facts about the shader.
+/// Static facts about the shader with the state as f32s (any N).
 pub const INFO: ShaderInfo = ShaderInfo {
     label: "mamba_wgpu.ssd_state_update",
-    source: include_str!("../../shaders/ssd_state_update.wgsl"),
+    source: concat!(
+        "// mamba_wgpu.ssd_state_update: shaders/ssd_state_update.wgsl, state as f32s.
+@group(0) @binding(4) var<storage, read_write> state: array<f32>;
+alias SV = f32;
+const SW: u32 = 1u;
+fn sdot(c: f32, s: f32) -> f32 { return c * s; }
+fn xbc_sv(i: u32) -> f32 { return xbc[i]; }
+",
+        include_str!("../../shaders/ssd_state_update.wgsl")
+    ),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<SsdStateUpdateParams>(),
+};
+
+/// Static facts about the shader with the state as vec4s (N a multiple of 4): a quarter of
+/// the state loads and stores, which are what a decode step spends its time on where each
+/// storage access is a separate gather (CPU adapters), and 16-byte accesses on GPUs.
+pub const INFO_VEC4: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.ssd_state_update_vec4",
+    source: concat!(
+        "// mamba_wgpu.ssd_state_update_vec4: shaders/ssd_state_update.wgsl, state as vec4s of 4
+// consecutive states (N % 4 == 0, so every state row starts on a vec4).
+@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
+alias SV = vec4<f32>;
+const SW: u32 = 4u;
+fn sdot(c: vec4<f32>, s: vec4<f32>) -> f32 { return dot(c, s); }
+fn xbc_sv(i: u32) -> vec4<f32> { return vec4<f32>(xbc[i], xbc[i + 1u], xbc[i + 2u], xbc[i + 3u]); }
+",
+        include_str!("../../shaders/ssd_state_update.wgsl")
+    ),
     bindings: BINDINGS,
     params_size: std::mem::size_of::<SsdStateUpdateParams>(),
 };
@@ -121,10 +150,22 @@ pub struct SsdStateUpdate {
 }
 
 impl SsdStateUpdate {
-    /// Builds (or fetches from the cache) the pipeline.
+    /// Builds (or fetches from the cache) the f32-state pipeline (any N).
     pub fn new(ctx: &GpuContext) -> Result<Self> {
         Ok(Self {
             pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+        })
+    }
+
+    /// The variant for `d_state`: vec4 states when `d_state % 4 == 0`, f32 otherwise.
+    pub fn for_d_state(ctx: &GpuContext, d_state: u32) -> Result<Self> {
+        let info = if d_state.is_multiple_of(4) {
+            INFO_VEC4
+        } else {
+            INFO
+        };
+        Ok(Self {
+            pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
         })
     }
 

@@ -167,7 +167,7 @@ impl Mamba2 {
             chunk_state: SsdChunkState::new(&ctx)?,
             state_passing: SsdStatePassing::new(&ctx)?,
             chunk_scan: SsdChunkScan::new(&ctx)?,
-            state_update: SsdStateUpdate::new(&ctx)?,
+            state_update: SsdStateUpdate::for_d_state(&ctx, cfg.d_state as u32)?,
             norm: RmsnormGated::new(&ctx)?,
         };
         let dims = Self::lm_dims(&cfg, options);
