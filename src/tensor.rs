@@ -69,6 +69,13 @@ pub enum WeightDtype {
     /// is +0.0, so every row starts on a word and a kernel may multiply the pad by anything
     /// finite. Needs no shader feature: kernels read u32 words and unpack them.
     F16,
+    /// ggml's Q8_0: blocks of 32 values sharing an f16 scale `d`, each value `d · q` with `q`
+    /// a signed byte, 9 u32 words per block (the scale's bits, then the 32 bytes): see
+    /// [`crate::kernels::gemv_q8_0`]. 1.125 bytes per value. Rows must be whole blocks
+    /// (`cols % 32 == 0`). A GGUF file's Q8_0 tensors are uploaded as they are; other sources
+    /// are quantised on load as ggml does (`d = max|v| / 127`, `q = round(v / d)`). Read by a
+    /// kernel that dequantises as it goes (storage buffers only).
+    Q8_0,
 }
 
 impl WeightDtype {
@@ -77,14 +84,16 @@ impl WeightDtype {
         match self {
             WeightDtype::F32 => cols,
             WeightDtype::F16 => cols.div_ceil(2),
+            WeightDtype::Q8_0 => cols.div_ceil(32) * 9,
         }
     }
 
-    /// The name used in options and reports (`f32`, `f16`).
+    /// The name used in options and reports (`f32`, `f16`, `q8_0`).
     pub fn name(self) -> &'static str {
         match self {
             WeightDtype::F32 => "f32",
             WeightDtype::F16 => "f16",
+            WeightDtype::Q8_0 => "q8_0",
         }
     }
 }
@@ -96,8 +105,9 @@ impl std::str::FromStr for WeightDtype {
         match s {
             "f32" => Ok(WeightDtype::F32),
             "f16" => Ok(WeightDtype::F16),
+            "q8_0" => Ok(WeightDtype::Q8_0),
             other => Err(Error::InvalidInput(format!(
-                "unknown weight dtype `{other}` (f32 or f16)"
+                "unknown weight dtype `{other}` (f32, f16 or q8_0)"
             ))),
         }
     }
@@ -260,7 +270,8 @@ impl PagedMatrix {
     /// Whether a matrix of `cols` columns can live in textures on `ctx`: whole 8-column blocks
     /// (what the texture kernels read at a time) and one row within the texture width.
     pub fn texture_fits(ctx: &GpuContext, cols: usize, dtype: WeightDtype) -> bool {
-        cols > 0
+        dtype != WeightDtype::Q8_0
+            && cols > 0
             && cols.is_multiple_of(8)
             && texels_per_row(cols, dtype) <= ctx.texture_dimension_limit() as usize
     }
@@ -284,6 +295,11 @@ impl PagedMatrix {
                 data.len()
             )));
         }
+        if dtype == WeightDtype::Q8_0 && !cols.is_multiple_of(32) {
+            return Err(Error::Shape(format!(
+                "{label}: Q8_0 storage needs rows of whole 32-value blocks, got {cols} columns"
+            )));
+        }
         if dtype == WeightDtype::F16 {
             if let Some(i) = data.iter().position(|v| v.abs() >= F16_OVERFLOW) {
                 return Err(Error::InvalidInput(format!(
@@ -304,6 +320,41 @@ impl PagedMatrix {
             rows,
             cols,
             dtype,
+        })
+    }
+
+    /// Uploads a `[rows, cols]` matrix already in the Q8_0 words of
+    /// [`crate::kernels::gemv_q8_0::repack_q8_0`] (a GGUF file's Q8_0 tensor, uploaded without
+    /// widening), paged to the binding limit.
+    pub fn from_q8_0_words(
+        ctx: &GpuContext,
+        label: &str,
+        words: &[u32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        let row_words = WeightDtype::Q8_0.row_words(cols);
+        if rows == 0 || !cols.is_multiple_of(32) || rows.checked_mul(row_words) != Some(words.len())
+        {
+            return Err(Error::Shape(format!(
+                "{label}: {} Q8_0 words for [{rows}, {cols}]",
+                words.len()
+            )));
+        }
+        let row_bytes = row_words as u64 * 4;
+        let limit = ctx.storage_binding_limit();
+        if row_bytes > limit {
+            return Err(Error::LimitExceeded {
+                what: format!("one row of {label}"),
+                needed: row_bytes,
+                limit,
+            });
+        }
+        Ok(Self {
+            pages: words_to_pages(ctx, label, words, rows, row_words)?,
+            rows,
+            cols,
+            dtype: WeightDtype::Q8_0,
         })
     }
 
@@ -330,6 +381,8 @@ fn texels_per_row(cols: usize, dtype: WeightDtype) -> usize {
     match dtype {
         WeightDtype::F32 => cols / 4,
         WeightDtype::F16 => cols / 8,
+        // Never stored in textures (`texture_fits` is false); the 9-word blocks' 16-byte count.
+        WeightDtype::Q8_0 => (cols / 32 * 9).div_ceil(4),
     }
 }
 
@@ -358,7 +411,25 @@ fn buffer_pages(
             packed = pack_f16_rows(data, rows, cols);
             &packed
         }
+        WeightDtype::Q8_0 => {
+            packed = quantize_q8_0_rows(data, rows, cols)?;
+            &packed
+        }
     };
+    words_to_pages(ctx, label, data, rows, words)
+}
+
+/// Pages of whole rows of `words` u32 words each, as many rows per page as the binding limit
+/// allows (the caller checked that one row fits).
+fn words_to_pages(
+    ctx: &GpuContext,
+    label: &str,
+    data: &[u32],
+    rows: usize,
+    words: usize,
+) -> Result<Vec<Page>> {
+    let row_bytes = words as u64 * 4;
+    let limit = ctx.storage_binding_limit();
     let rows_per_page = ((limit / row_bytes) as usize).min(rows);
     let mut pages = Vec::new();
     let mut start = 0;
@@ -392,12 +463,13 @@ fn texture_pages(
     let rows_per_page = rows_per_line * limit;
     let format = match dtype {
         WeightDtype::F32 => wgpu::TextureFormat::Rgba32Float,
-        WeightDtype::F16 => wgpu::TextureFormat::Rgba32Uint,
+        WeightDtype::F16 | WeightDtype::Q8_0 => wgpu::TextureFormat::Rgba32Uint,
     };
     let words_of = |rows: &[f32]| -> Vec<u32> {
         match dtype {
             WeightDtype::F32 => bytemuck::cast_slice(rows).to_vec(),
             WeightDtype::F16 => pack_f16_texels(rows),
+            WeightDtype::Q8_0 => unreachable!("Q8_0 is never stored in textures"),
         }
     };
     let mut pages = Vec::new();
@@ -451,6 +523,39 @@ fn texture_pages(
         start += n;
     }
     Ok(pages)
+}
+
+/// Quantises a row-major `[rows, cols]` f32 matrix (`cols % 32 == 0`) to Q8_0 as ggml's
+/// reference quantiser does, in the kernel's words: per block of 32, `d = max|v| / 127` stored
+/// as f16, `q = round(v / d)` (ties away from zero) with the f32 `d`, so `|v − f16(d)·q|` is at
+/// most half a step plus d's own rounding. A non-finite value is an error.
+pub fn quantize_q8_0_rows(data: &[f32], rows: usize, cols: usize) -> Result<Vec<u32>> {
+    if !cols.is_multiple_of(32) || rows.checked_mul(cols) != Some(data.len()) {
+        return Err(Error::Shape(format!(
+            "Q8_0: {} values for [{rows}, {cols}] (columns must be whole blocks of 32)",
+            data.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(data.len() / 32 * 9);
+    for (i, block) in data.chunks_exact(32).enumerate() {
+        if let Some(j) = block.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput(format!(
+                "value {} at [{}, {}] cannot be quantised",
+                block[j],
+                (i * 32 + j) / cols,
+                (i * 32 + j) % cols
+            )));
+        }
+        let amax = block.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.push(half::f16::from_f32(d).to_bits() as u32);
+        for q in block.chunks_exact(4) {
+            let b = |v: f32| ((v * id).round() as i32 as i8) as u8;
+            out.push(u32::from_le_bytes([b(q[0]), b(q[1]), b(q[2]), b(q[3])]));
+        }
+    }
+    Ok(out)
 }
 
 /// Packs rows of f32 (their length a multiple of 8) into the f16 texel layout of

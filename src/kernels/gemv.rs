@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::matmul::{weights_f16_wgsl, weights_f32_wgsl};
 pub use crate::kernels::matmul::{MatmulBuffers, MatmulParams};
 use crate::kernels::{fold_workgroups, Dispatch, ShaderInfo};
@@ -88,11 +88,13 @@ pub const INFO_F16: ShaderInfo = ShaderInfo {
     params_size: std::mem::size_of::<MatmulParams>(),
 };
 
-/// The variant that reads weights stored as `dtype`.
-pub fn info(dtype: WeightDtype) -> ShaderInfo {
+/// The variant that reads weights stored as `dtype`; none for Q8_0, which
+/// [`crate::kernels::gemv_q8_0`] reads.
+pub fn info(dtype: WeightDtype) -> Option<ShaderInfo> {
     match dtype {
-        WeightDtype::F32 => INFO,
-        WeightDtype::F16 => INFO_F16,
+        WeightDtype::F32 => Some(INFO),
+        WeightDtype::F16 => Some(INFO_F16),
+        WeightDtype::Q8_0 => None,
     }
 }
 
@@ -111,7 +113,9 @@ impl Gemv {
 
     /// Builds (or fetches from the cache) the pipeline for weights stored as `dtype`.
     pub fn for_dtype(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
-        let info = info(dtype);
+        let info = info(dtype).ok_or_else(|| {
+            Error::InvalidInput(format!("no {} variant of this kernel", dtype.name()))
+        })?;
         Ok(Self {
             pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
             dtype,

@@ -169,12 +169,14 @@ fn w_block(o: vec2<u32>, i: u32) -> WBlock {
 };
 
 /// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
-/// `unpack` (the device has it), the integer widening otherwise.
-pub fn info(dtype: WeightDtype, unpack: bool) -> ShaderInfo {
+/// `unpack` (the device has it), the integer widening otherwise; none for Q8_0, which is never
+/// stored in textures.
+pub fn info(dtype: WeightDtype, unpack: bool) -> Option<ShaderInfo> {
     match dtype {
-        WeightDtype::F32 => INFO,
-        WeightDtype::F16 if unpack => INFO_F16_UNPACK,
-        WeightDtype::F16 => INFO_F16,
+        WeightDtype::F32 => Some(INFO),
+        WeightDtype::F16 if unpack => Some(INFO_F16_UNPACK),
+        WeightDtype::F16 => Some(INFO_F16),
+        WeightDtype::Q8_0 => None,
     }
 }
 
@@ -198,7 +200,9 @@ impl LinearTex {
         if unpack && dtype == WeightDtype::F16 && !ctx.features().f16_unpack {
             return Err(Error::MissingFeature("SHADER_F16_IN_F32"));
         }
-        let info = info(dtype, unpack);
+        let info = info(dtype, unpack).ok_or_else(|| {
+            Error::InvalidInput(format!("no {} variant of linear_tex", dtype.name()))
+        })?;
         Ok(Self {
             pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
             dtype,

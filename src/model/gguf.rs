@@ -45,7 +45,8 @@ use std::sync::Arc;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, MAGIC};
+use crate::gguf::{GgmlType, Gguf, MAGIC};
+use crate::kernels::gemv_q8_0::repack_q8_0;
 use crate::model::config::{Family, Mamba1Config, Mamba2Config};
 use crate::model::weights::WeightSource;
 use crate::model::{LoadOptions, Mamba1, Mamba2, Model};
@@ -403,6 +404,29 @@ impl WeightSource for GgufWeights<'_> {
 
     fn file_of(&self, _name: &str) -> std::path::PathBuf {
         self.g.path().to_path_buf()
+    }
+
+    fn q8_0_words(&self, name: &str, rows: usize, cols: usize) -> Option<Result<Vec<u32>>> {
+        let (g, kind) = self.map(name)?;
+        let t = self.g.tensor(&g)?;
+        if kind != Kind::Plain || t.dtype != GgmlType::Q8_0 {
+            return None;
+        }
+        Some((|| {
+            if squeeze(&t.shape) != squeeze(&[rows, cols]) {
+                return Err(Error::tensor(
+                    self.g.path(),
+                    &g,
+                    format!(
+                        "shape {:?} but the metadata implies [{rows}, {cols}]",
+                        t.shape
+                    ),
+                ));
+            }
+            let bytes = self.g.tensor_bytes(&g)?;
+            repack_q8_0(bytes, rows, cols)
+                .map_err(|e| Error::tensor(self.g.path(), &g, e.to_string()))
+        })())
     }
 }
 

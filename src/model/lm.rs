@@ -18,6 +18,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::embedding::{Embedding, EmbeddingBuffers, EmbeddingParams};
 use crate::kernels::gemv::Gemv;
+use crate::kernels::gemv_q8_0::{self, GemvQ8};
 use crate::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
 use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use crate::kernels::rmsnorm::{RmsNorm, RmsNormBuffers, RmsNormParams};
@@ -80,6 +81,8 @@ pub(crate) struct CommonKernels {
     /// The products over texture-stored weights (prefill and decode alike).
     linear_tex: LinearTex,
     linear_tex_f16: LinearTex,
+    /// The dequantising product over Q8_0 weights (buffers only).
+    gemv_q8_0: GemvQ8,
     sample: Sample,
 }
 
@@ -130,6 +133,33 @@ pub(crate) fn matrix(
     storage: WeightStorage,
     x_align: usize,
 ) -> Result<PagedMatrix> {
+    // A source's own Q8_0 blocks go up as they are, whatever dtype was asked for: widening
+    // them would only cost memory and bandwidth for the same values. (Not for the embedding
+    // table, which `matrix_f32` reads: its gather reads f32 rows.)
+    if let Some(words) = src.q8_0_words(name, rows, cols) {
+        return PagedMatrix::from_q8_0_words(ctx, name, &words?, rows, cols);
+    }
+    matrix_f32(ctx, src, name, rows, cols, dtype, storage, x_align)
+}
+
+/// [`matrix`] from the source's values as f32, whatever the source stores. Q8_0 asked of a
+/// matrix whose rows are not whole 32-value blocks gives f16, as llama.cpp's converter does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matrix_f32(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    dtype: WeightDtype,
+    storage: WeightStorage,
+    x_align: usize,
+) -> Result<PagedMatrix> {
+    let dtype = if dtype == WeightDtype::Q8_0 && !cols.is_multiple_of(32) {
+        WeightDtype::F16
+    } else {
+        dtype
+    };
     let data = src.f32(name, &[rows, cols])?;
     let storage = if LinearTex::supports(cols, x_align) {
         storage
@@ -189,7 +219,7 @@ impl Lm {
         // The embedding gather reads f32 rows, so the table stays f32; a tied lm_head in
         // another dtype is a second copy of it (the head is streamed whole every step, the
         // table only gathered).
-        let embedding = matrix(
+        let embedding = matrix_f32(
             &ctx,
             src,
             emb_name,
@@ -222,6 +252,7 @@ impl Lm {
             gemv_f16: Gemv::for_dtype(&ctx, WeightDtype::F16)?,
             linear_tex: LinearTex::for_dtype(&ctx, WeightDtype::F32)?,
             linear_tex_f16: LinearTex::for_dtype(&ctx, WeightDtype::F16)?,
+            gemv_q8_0: GemvQ8::new(&ctx)?,
             sample: Sample::new(&ctx)?,
         };
         let dummy = ctx.storage_buffer("dummy", 4)?;
@@ -263,9 +294,13 @@ impl Lm {
         rows: RowsFn,
     ) -> Result<()> {
         let ctx = &*self.ctx;
+        // Q8_0 has one kernel, the dequantising GEMV, for decode and prefill alike (it streams
+        // w once per 4 rows of x).
         let (matmul, gemv, tex) = match w.dtype {
             WeightDtype::F32 => (&self.k.matmul, &self.k.gemv, &self.k.linear_tex),
-            WeightDtype::F16 => (&self.k.matmul_f16, &self.k.gemv_f16, &self.k.linear_tex_f16),
+            WeightDtype::F16 | WeightDtype::Q8_0 => {
+                (&self.k.matmul_f16, &self.k.gemv_f16, &self.k.linear_tex_f16)
+            }
         };
         // A GEMV streams each weight once for a few rows; the tiled matmul pays for tiles of 64
         // rows, so a product of few rows (decode, or the prefill's last-token lm_head) uses the
@@ -299,7 +334,11 @@ impl Lm {
                         bias: bias_buf,
                         y,
                     };
-                    if few_rows {
+                    if w.dtype == WeightDtype::Q8_0 {
+                        gemv_q8_0::check_params(&params(r.cap))?;
+                        let q8 = &self.k.gemv_q8_0;
+                        plan.push(r.cap, params, GemvQ8::workgroups, |p| q8.bind(ctx, p, bufs));
+                    } else if few_rows {
                         plan.push(r.cap, params, Gemv::workgroups, |p| gemv.bind(ctx, p, bufs));
                     } else {
                         plan.push(r.cap, params, Matmul::workgroups, |p| {

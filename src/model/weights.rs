@@ -17,6 +17,11 @@ pub trait WeightSource {
     fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>>;
     /// The file to name in errors about `name`.
     fn file_of(&self, name: &str) -> PathBuf;
+    /// `name` as Q8_0 blocks in [`crate::kernels::gemv_q8_0::repack_q8_0`]'s words, when the
+    /// source stores it so (a GGUF file's Q8_0 tensor, `[rows, cols]`); `None` otherwise.
+    fn q8_0_words(&self, _name: &str, _rows: usize, _cols: usize) -> Option<Result<Vec<u32>>> {
+        None
+    }
 }
 
 impl WeightSource for Checkpoint {

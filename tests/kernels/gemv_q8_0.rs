@@ -259,3 +259,38 @@ fn gemv_q8_0_reads_a_converted_gguf_tensor() {
         );
     }
 }
+
+#[test]
+fn quantiser_matches_ggml_reference_by_hand() {
+    use mamba_wgpu::tensor::quantize_q8_0_rows;
+    // Block 0: max|v| = 127, so d = 1 (f16 0x3c00) and q = v rounded half away from zero
+    // (63.5 -> 64, -0.5 -> -1). Block 1: all zero, d = 0 and q = 0.
+    let mut v = vec![0.0f32; 64];
+    v[..5].copy_from_slice(&[127.0, -127.0, 63.5, -0.5, 2.4]);
+    let words = quantize_q8_0_rows(&v, 1, 64).unwrap();
+    assert_eq!(words.len(), 18);
+    assert_eq!(words[0], 0x3c00);
+    assert_eq!(
+        words[1],
+        u32::from_le_bytes([127, (-127i8) as u8, 64, (-1i8) as u8])
+    );
+    assert_eq!(words[2], 2);
+    assert!(words[3..9].iter().all(|&w| w == 0));
+    assert_eq!(words[9], 0);
+    assert!(words[10..].iter().all(|&w| w == 0));
+    // The kernel's dequantisation of those words gives d·q.
+    let bytes: Vec<u8> = words
+        .chunks(9)
+        .flat_map(|b| {
+            let mut out = (b[0] as u16).to_le_bytes().to_vec();
+            out.extend(b[1..].iter().flat_map(|w| w.to_le_bytes()));
+            out
+        })
+        .collect();
+    let back = dequantize_q8_0(&bytes);
+    assert_eq!(&back[..5], &[127.0, -127.0, 64.0, -1.0, 2.0]);
+    // Not whole blocks, or a non-finite value: errors.
+    assert!(quantize_q8_0_rows(&v[..48], 1, 48).is_err());
+    v[7] = f32::NAN;
+    assert!(quantize_q8_0_rows(&v, 1, 64).is_err());
+}

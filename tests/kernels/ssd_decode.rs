@@ -231,7 +231,7 @@ fn check_ssd(what: &str, pr: &Problem, f64_check: bool) -> Vec<f32> {
     // which must give the same (both are checked against the twin).
     let picked = SsdStateUpdate::for_d_state(ctx(), pr.s.n as u32).unwrap();
     let got = check_ssd_with(&picked, &format!("{what} (picked)"), pr, f64_check);
-    if pr.s.n % 4 == 0 {
+    if pr.s.n.is_multiple_of(4) {
         let scalar = SsdStateUpdate::new(ctx()).unwrap();
         check_ssd_with(&scalar, &format!("{what} (f32 state)"), pr, f64_check);
     }
