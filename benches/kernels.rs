@@ -4,7 +4,7 @@
 //! submit and its wait). Throughput is reported in bytes of weights streamed (GEMV) or FLOPs as
 //! elements (matmul: 2·m·n·k "elements" = FLOPs). The `device` group measures the limits the
 //! kernels are judged against: `copy_buffer_to_buffer` (read + write bytes) and the
-//! `stream_read` probe (bytes read).
+//! `stream_read` and `stream_read_tex` probes (bytes read from a storage buffer, a texture).
 //!
 //! `cargo bench --bench kernels`
 
@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mamba_wgpu::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use mamba_wgpu::kernels::gemv::Gemv;
+use mamba_wgpu::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
 use mamba_wgpu::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use mamba_wgpu::kernels::selective_scan::{
     SelectiveScan, SelectiveScanBuffers, SelectiveScanParams,
 };
+use mamba_wgpu::kernels::selective_state_update::SelectiveStateUpdate;
 use mamba_wgpu::kernels::stream_read::{StreamRead, StreamReadBuffers, StreamReadParams};
 use mamba_wgpu::kernels::{run, Dispatch};
+use mamba_wgpu::tensor::{PageStorage, PagedMatrix, WeightDtype, WeightStorage};
 use mamba_wgpu::GpuContext;
 
 const D: u32 = 768;
@@ -143,6 +146,18 @@ fn device(c: &mut Criterion, ctx: &GpuContext) {
         ctx,
         &d,
     );
+    // The texture twin (the rate texture-stored weights stream at): the profile module's
+    // probe checks its own sum, then times `iters` repetitions in one pass.
+    let mut g = c.benchmark_group("device");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(bytes));
+    g.bench_function("stream_read_tex_64MiB", |b| {
+        b.iter_custom(|iters| {
+            let bw = mamba_wgpu::profile::texture_read_bandwidth(ctx, bytes, iters as u32).unwrap();
+            Duration::from_secs_f64(bw.seconds * iters as f64)
+        })
+    });
+    g.finish();
 }
 
 fn benches(c: &mut Criterion) {
@@ -298,6 +313,93 @@ fn benches(c: &mut Criterion) {
         &ctx,
         &d,
     );
+
+    // The same scan walked sequentially (the prefill path on CPU adapters).
+    let d = SelectiveStateUpdate::new(&ctx).unwrap().bind(
+        &ctx,
+        &p,
+        SelectiveScanBuffers {
+            dt: &dt,
+            bc: &dbc,
+            x: &out,
+            z: &xz,
+            ssm: &ssm,
+            state: &state,
+            y: &yb,
+        },
+    );
+    time(
+        c,
+        "selective_scan",
+        "sequential_128x1536_n16",
+        Throughput::Elements((l * E * N) as u64),
+        &ctx,
+        &d,
+    );
+
+    // Texture-stored in_proj weights (the path CPU adapters take): decode (m = 1, bytes of
+    // weights streamed) and a 128-token prefill (FLOPs), f32 and f16.
+    let (n, k) = (2 * E, D);
+    let wv = vec![0.01f32; (n * k) as usize];
+    for dtype in [WeightDtype::F32, WeightDtype::F16] {
+        let pm = PagedMatrix::from_slice_stored(
+            &ctx,
+            "bench",
+            &wv,
+            n as usize,
+            k as usize,
+            dtype,
+            WeightStorage::Texture,
+        )
+        .unwrap();
+        let PageStorage::Texture {
+            view,
+            rows_per_line,
+            ..
+        } = &pm.pages[0].storage
+        else {
+            panic!("in_proj fits one texture page");
+        };
+        let kernel = LinearTex::for_dtype(&ctx, dtype).unwrap();
+        for m in [1u32, 128] {
+            let (xm, ym) = (
+                buf(&ctx, (m * k) as usize, 0.01),
+                buf(&ctx, (m * n) as usize, 0.0),
+            );
+            let p = LinearTexParams {
+                m,
+                n,
+                k,
+                x_stride: k,
+                y_stride: n,
+                rows_per_line: *rows_per_line as u32,
+                ..Default::default()
+            };
+            let d = kernel.bind(
+                &ctx,
+                &p,
+                LinearTexBindings {
+                    x: &xm,
+                    w: view,
+                    bias: &xm,
+                    y: &ym,
+                },
+            );
+            let tp = if m == 1 {
+                Throughput::Bytes(pm.bytes())
+            } else {
+                Throughput::Elements(2 * u64::from(m * n * k))
+            };
+            time(
+                c,
+                "linear_tex",
+                &format!("in_proj_{m}x3072x768_{}", dtype.name()),
+                tp,
+                &ctx,
+                &d,
+            );
+        }
+    }
 }
 
 criterion_group!(kernels, benches);

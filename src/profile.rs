@@ -24,6 +24,7 @@ use std::time::Instant;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::stream_read::{StreamRead, StreamReadBuffers, StreamReadParams};
+use crate::kernels::stream_read_tex::{StreamReadTex, StreamReadTexParams};
 use crate::kernels::Dispatch;
 
 /// How a profiled forward times its dispatches.
@@ -599,6 +600,18 @@ pub fn read_bandwidth(ctx: &GpuContext, bytes: u64, reps: u32) -> Result<Bandwid
     if got != want {
         return Err(Error::Gpu(format!("read probe summed {got}, want {want}")));
     }
+    time_reps(ctx, &d, bytes, reps, "mamba_wgpu.probe.read")
+}
+
+/// Times `reps` repetitions of the probe dispatch `d` (which reads `bytes`) in one pass: GPU
+/// timestamps where the device has them, wall clock with a wait otherwise.
+fn time_reps(
+    ctx: &GpuContext,
+    d: &Dispatch,
+    bytes: u64,
+    reps: u32,
+    label: &str,
+) -> Result<Bandwidth> {
     let reps = reps.max(1);
     let gpu = ctx.features().timestamp_query;
     let q = if gpu {
@@ -610,7 +623,7 @@ pub fn read_bandwidth(ctx: &GpuContext, bytes: u64, reps: u32) -> Result<Bandwid
     let mut enc = ctx.device().create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("mamba_wgpu.probe.read"),
+            label: Some(label),
             timestamp_writes: q.as_ref().map(|q| q.pass_writes(0)),
         });
         for _ in 0..reps {
@@ -630,4 +643,64 @@ pub fn read_bandwidth(ctx: &GpuContext, bytes: u64, reps: u32) -> Result<Bandwid
     };
     ctx.check()?;
     Ok(Bandwidth::new(bytes, reps, ns, gpu))
+}
+
+/// The device's read bandwidth from a 2-D rgba32float texture (`stream_read_tex` over about
+/// `bytes`, lines of up to 4,096 texels): the rate texture-stored weights
+/// ([`crate::tensor::WeightStorage::Texture`]) can stream at, beside [`read_bandwidth`]'s
+/// storage-buffer rate. Checks the sum first, like [`read_bandwidth`].
+pub fn texture_read_bandwidth(ctx: &GpuContext, bytes: u64, reps: u32) -> Result<Bandwidth> {
+    let limit = ctx.texture_dimension_limit();
+    let width = limit.min(4096);
+    let texels = (bytes / 16).clamp(1, u64::from(width) * u64::from(limit));
+    let height = texels.div_ceil(u64::from(width)) as u32;
+    let len = (width * height) as usize * 4;
+    let data = pattern(len);
+    let size = wgpu::Extent3d {
+        width,
+        height,
+        depth_or_array_layers: 1,
+    };
+    let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
+        label: Some("mamba_wgpu.probe.texture"),
+        size,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba32Float,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    ctx.queue().write_texture(
+        wgpu::TexelCopyTextureInfo {
+            texture: &texture,
+            mip_level: 0,
+            origin: wgpu::Origin3d::ZERO,
+            aspect: wgpu::TextureAspect::All,
+        },
+        bytemuck::cast_slice(&data),
+        wgpu::TexelCopyBufferLayout {
+            offset: 0,
+            bytes_per_row: Some(width * 16),
+            rows_per_image: Some(height),
+        },
+        size,
+    );
+    let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
+    let params = StreamReadTexParams::for_len(width * height, width);
+    let partial = ctx.storage_buffer("mamba_wgpu.probe.partial", params.groups as usize)?;
+    let d = StreamReadTex::new(ctx)?.bind(ctx, &params, &view, &partial);
+    crate::kernels::run(ctx, &[&d])?;
+    let got: f64 = ctx
+        .read_buffer::<f32>(&partial, 0, params.groups as usize)?
+        .iter()
+        .map(|&x| f64::from(x))
+        .sum();
+    let want: f64 = (0..len).map(|i| (i % 4) as f64).sum();
+    if got != want {
+        return Err(Error::Gpu(format!(
+            "texture read probe summed {got}, want {want}"
+        )));
+    }
+    time_reps(ctx, &d, len as u64 * 4, reps, "mamba_wgpu.probe.read_tex")
 }

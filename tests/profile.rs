@@ -279,11 +279,15 @@ fn stream_read_sums_every_element_once() {
 fn bandwidth_probes_measure_something() {
     let c = profile::copy_bandwidth(ctx(), 1 << 20, 2).unwrap();
     let r = profile::read_bandwidth(ctx(), 1 << 20, 2).unwrap();
-    for b in [c, r] {
+    // The texture probe checks its own sum (every texel read once) before timing; 1 MiB is
+    // 65,536 texels, 16 lines of 4,096.
+    let t = profile::texture_read_bandwidth(ctx(), 1 << 20, 2).unwrap();
+    for b in [c, r, t] {
         assert!(b.gb_s.is_finite() && b.gb_s > 0.0, "{b:?}");
         assert_eq!(b.reps, 2);
     }
     assert_eq!(c.bytes, 2 << 20);
     assert_eq!(r.bytes, 1 << 20);
-    eprintln!("copy {c:?}\nread {r:?}");
+    assert_eq!(t.bytes, 1 << 20);
+    eprintln!("copy {c:?}\nread {r:?}\ntexture read {t:?}");
 }

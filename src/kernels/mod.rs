@@ -28,6 +28,7 @@ pub mod ssd_chunk_state;
 pub mod ssd_state_passing;
 pub mod ssd_state_update;
 pub mod stream_read;
+pub mod stream_read_tex;
 
 /// The most workgroups one dispatch dimension may have on every WebGPU device.
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
@@ -83,6 +84,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         ssd_state_update::INFO,
         ssd_state_update::INFO_VEC4,
         stream_read::INFO,
+        stream_read_tex::INFO,
     ]
 }
 
