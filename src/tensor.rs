@@ -559,7 +559,7 @@ pub fn quantize_q8_0_rows(data: &[f32], rows: usize, cols: usize) -> Result<Vec<
 }
 
 /// Packs rows of f32 (their length a multiple of 8) into the f16 texel layout of
-/// [`PageStorage::Texture`]: for each 8 values, 4 words, word j = f16(v[j]) | f16(v[4 + j]) << 16.
+/// [`PageStorage::Texture`]: for each 8 values, 4 words, word `j` = `f16(v[j]) | f16(v[4 + j]) << 16`.
 pub fn pack_f16_texels(data: &[f32]) -> Vec<u32> {
     let h = |v: f32| half::f16::from_f32(v).to_bits() as u32;
     data.chunks_exact(8)

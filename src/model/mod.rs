@@ -50,6 +50,23 @@ pub enum Model {
 impl Model {
     /// Loads a checkpoint folder, choosing the family from its config.json, or a `.gguf`
     /// file (see [`gguf`]), choosing it from `general.architecture` (f32 weights).
+    ///
+    /// ```
+    /// # fn main() -> mamba_wgpu::Result<()> {
+    /// use std::{path::Path, sync::Arc};
+    /// use mamba_wgpu::{GpuContext, Model, SessionOptions};
+    ///
+    /// let ctx = Arc::new(GpuContext::new()?);
+    /// // A GGUF file carries its own vocabulary, so it needs no tokenizer.json.
+    /// let path = Path::new("tests/fixtures/gguf/mamba2-g1_small-Q8_0.gguf");
+    /// let model = Model::load(ctx, path)?;
+    /// let mut session = model.session(&SessionOptions::default())?;
+    /// let next = session.prefill(&[&[1, 2, 3, 4]])?;
+    /// assert_eq!(next.len(), 1);
+    /// assert_eq!(model.eos_token_id(), Some(2));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn load(ctx: Arc<GpuContext>, dir: &Path) -> Result<Self> {
         Self::load_with(ctx, dir, &LoadOptions::default())
     }
