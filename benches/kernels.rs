@@ -158,6 +158,20 @@ fn device(c: &mut Criterion, ctx: &GpuContext) {
         })
     });
     g.finish();
+    // The register FMA rate (FLOPs as elements): the ceiling for the matmuls' GFLOP/s.
+    let (groups, rounds) = (512u32, 2000u32);
+    let mut g = c.benchmark_group("device");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(
+        u64::from(groups * 256 * rounds) * mamba_wgpu::kernels::fma_probe::FLOPS_PER_ROUND,
+    ));
+    g.bench_function("fma_probe", |b| {
+        b.iter_custom(|iters| {
+            let f = mamba_wgpu::profile::fma_rate(ctx, groups, rounds, iters as u32).unwrap();
+            Duration::from_secs_f64(f.seconds * iters as f64)
+        })
+    });
+    g.finish();
 }
 
 fn benches(c: &mut Criterion) {

@@ -62,7 +62,10 @@ struct Args {
 
 /// The device's copy, storage-read and texture-read bandwidth (one warm-up, then 5
 /// repetitions in one submit).
-fn probe(ctx: &GpuContext, mib: u64) -> mamba_wgpu::Result<(Bandwidth, Bandwidth, Bandwidth)> {
+fn probe(
+    ctx: &GpuContext,
+    mib: u64,
+) -> mamba_wgpu::Result<(Bandwidth, Bandwidth, Bandwidth, Bandwidth)> {
     let bytes = mib << 20;
     let copy = profile::copy_bandwidth(ctx, bytes, 5)?;
     let read = profile::read_bandwidth(ctx, bytes, 5)?;
@@ -89,7 +92,13 @@ fn probe(ctx: &GpuContext, mib: u64) -> mamba_wgpu::Result<(Bandwidth, Bandwidth
         tex.bytes >> 20,
         how(&tex)
     );
-    Ok((copy, read, tex))
+    let fma = profile::fma_rate(ctx, 512, 2000, 3)?;
+    eprintln!(
+        "register FMA rate {:.2} GFLOP/s (fma_probe, {})",
+        fma.gb_s,
+        how(&fma)
+    );
+    Ok((copy, read, tex, fma))
 }
 
 /// One profiled prefill of `prompts` and one profiled decode step from a fresh state: the time
@@ -163,7 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.decode()?;
     }
     let tg_s = t.elapsed().as_secs_f64();
-    let (copy_bw, read_bw, tex_bw) = probe(&ctx, a.probe_mib)?;
+    let (copy_bw, read_bw, tex_bw, fma) = probe(&ctx, a.probe_mib)?;
     let best_read = read_bw.gb_s.max(tex_bw.gb_s);
     let pp = (a.prompt * a.batch) as f64 / pp_s;
     let tg = (a.gen * a.batch) as f64 / tg_s;
@@ -199,7 +208,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if a.json {
         println!(
-            "{{\"preset\":\"{name}\",\"dtype\":\"{}\",\"prompt\":{},\"gen\":{},\"batch\":{},\"adapter\":{:?},\"pp_tokens_per_s\":{pp:.3},\"tg_tokens_per_s\":{tg:.3},\"dispatches_per_token\":{},\"weight_bytes_per_token\":{},\"weight_read_gb_s\":{gbs:.3},\"copy_bandwidth_gb_s\":{:.3},\"read_bandwidth_gb_s\":{:.3},\"texture_read_bandwidth_gb_s\":{:.3},\"storage\":\"{}\"}}",
+            "{{\"preset\":\"{name}\",\"dtype\":\"{}\",\"prompt\":{},\"gen\":{},\"batch\":{},\"adapter\":{:?},\"pp_tokens_per_s\":{pp:.3},\"tg_tokens_per_s\":{tg:.3},\"dispatches_per_token\":{},\"weight_bytes_per_token\":{},\"weight_read_gb_s\":{gbs:.3},\"copy_bandwidth_gb_s\":{:.3},\"read_bandwidth_gb_s\":{:.3},\"texture_read_bandwidth_gb_s\":{:.3},\"fma_gflop_s\":{:.3},\"storage\":\"{}\"}}",
             a.dtype,
             a.prompt,
             a.gen,
@@ -210,6 +219,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             copy_bw.gb_s,
             read_bw.gb_s,
             tex_bw.gb_s,
+            fma.gb_s,
             a.storage
         );
     }

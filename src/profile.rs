@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
+use crate::kernels::fma_probe::{FmaProbe, FmaProbeParams};
 use crate::kernels::stream_read::{StreamRead, StreamReadBuffers, StreamReadParams};
 use crate::kernels::stream_read_tex::{StreamReadTex, StreamReadTexParams};
 use crate::kernels::Dispatch;
@@ -643,6 +644,29 @@ fn time_reps(
     };
     ctx.check()?;
     Ok(Bandwidth::new(bytes, reps, ns, gpu))
+}
+
+/// The device's register FMA rate in GFLOP/s (as [`Bandwidth::gb_s`], with `bytes` holding the
+/// FLOPs of one repetition): [`crate::kernels::fma_probe`] over `groups` workgroups of 256
+/// invocations, `iters` rounds each. The ceiling a matmul's GFLOP/s is read against. The
+/// result is checked for finiteness (the probe's values stay near 1).
+pub fn fma_rate(ctx: &GpuContext, groups: u32, iters: u32, reps: u32) -> Result<Bandwidth> {
+    let params = FmaProbeParams {
+        iters,
+        seed: 1.0,
+        groups: groups.max(1),
+        _pad0: 0,
+    };
+    let n = (params.groups * crate::kernels::fma_probe::WORKGROUP_SIZE) as usize;
+    let out = ctx.storage_buffer("mamba_wgpu.probe.fma", n)?;
+    let d = FmaProbe::new(ctx)?.bind(ctx, &params, &out);
+    crate::kernels::run(ctx, &[&d])?;
+    let v = ctx.read_buffer::<f32>(&out, 0, n)?;
+    if let Some(bad) = v.iter().find(|x| !x.is_finite() || **x < 1.0) {
+        return Err(Error::Gpu(format!("fma probe produced {bad}")));
+    }
+    let flops = n as u64 * u64::from(iters) * crate::kernels::fma_probe::FLOPS_PER_ROUND;
+    time_reps(ctx, &d, flops, reps, "mamba_wgpu.probe.fma")
 }
 
 /// The device's read bandwidth from a 2-D rgba32float texture (`stream_read_tex` over about

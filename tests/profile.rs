@@ -290,4 +290,9 @@ fn bandwidth_probes_measure_something() {
     assert_eq!(r.bytes, 1 << 20);
     assert_eq!(t.bytes, 1 << 20);
     eprintln!("copy {c:?}\nread {r:?}\ntexture read {t:?}");
+    // 64 groups × 256 invocations × 100 rounds × 64 FLOPs.
+    let f = profile::fma_rate(ctx(), 64, 100, 2).unwrap();
+    assert_eq!(f.bytes, 64 * 256 * 100 * 64);
+    assert!(f.gb_s.is_finite() && f.gb_s > 0.0, "{f:?}");
+    eprintln!("fma {:.2} GFLOP/s", f.gb_s);
 }

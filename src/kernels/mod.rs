@@ -13,6 +13,7 @@ use crate::error::Result;
 pub mod conv1d;
 pub mod conv1d_step;
 pub mod embedding;
+pub mod fma_probe;
 pub mod gemv;
 pub mod gemv_q8_0;
 pub mod linear_tex;
@@ -85,6 +86,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         ssd_state_update::INFO_VEC4,
         stream_read::INFO,
         stream_read_tex::INFO,
+        fma_probe::INFO,
     ]
 }
 
