@@ -50,7 +50,14 @@ impl Tokenizer {
 
     /// Parses the text of a `tokenizer.json`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let inner = guarded(|| tokenizers::Tokenizer::from_bytes(bytes))?;
+        // `tokenizers` panics (`expect("Helper")`) when the text inside its nested objects is
+        // not valid JSON (a non-string key, invalid UTF-8 in a string, found by fuzzing): parse
+        // the whole text first, so malformed JSON is an error, and build the tokenizer from
+        // the parsed tree, where no syntax error can remain.
+        let tree: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Tokenizer(format!("not valid JSON: {e}")))?;
+        let inner =
+            guarded(|| serde_json::from_value::<tokenizers::Tokenizer>(tree).map_err(Into::into))?;
         Ok(Self { inner })
     }
 

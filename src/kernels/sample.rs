@@ -94,17 +94,27 @@ impl Default for SamplingConfig {
 
 impl SamplingConfig {
     /// Whether these settings pick the argmax: temperature 0 (or, for settings that fail
-    /// [`SamplingConfig::validate`], any temperature that is not positive and finite).
+    /// [`SamplingConfig::validate`], any temperature that is not positive and finite, or so
+    /// small that its logit scale overflows).
     pub fn is_greedy(&self) -> bool {
-        !(self.temperature > 0.0 && self.temperature.is_finite())
+        let scale = std::f32::consts::LOG2_E / self.temperature;
+        !(self.temperature > 0.0 && self.temperature.is_finite() && scale.is_finite())
     }
 
-    /// Fails with [`Error::InvalidInput`] for a negative or non-finite temperature, or a
-    /// `top_p` outside (0, 1] (NaN included). Any `top_k` is valid: 0 means all tokens.
+    /// Fails with [`Error::InvalidInput`] for a negative or non-finite temperature, a positive
+    /// one so small that `log2(e) / temperature` overflows f32 (below about 4·10^-39, where the
+    /// kernel would compute `0 · ∞`), or a `top_p` outside (0, 1] (NaN included). Any `top_k`
+    /// is valid: 0 means all tokens.
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
             return Err(Error::InvalidInput(format!(
                 "sampling temperature must be finite and at least 0, got {}",
+                self.temperature
+            )));
+        }
+        if self.temperature > 0.0 && !(std::f32::consts::LOG2_E / self.temperature).is_finite() {
+            return Err(Error::InvalidInput(format!(
+                "sampling temperature {:e} is too small (use 0 for greedy)",
                 self.temperature
             )));
         }
@@ -200,5 +210,61 @@ impl Sample {
             &[b.logits, b.steps, b.out],
             Self::workgroups(params),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32, top_k: u32, top_p: f32) -> SamplingConfig {
+        SamplingConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn validate_accepts_the_documented_ranges() {
+        for ok in [
+            cfg(0.0, 0, 1.0),
+            cfg(1.0, 0, 1.0),
+            cfg(1e-30, 1, 1e-7),
+            cfg(1e30, u32::MAX, 0.5),
+            cfg(f32::MIN_POSITIVE, 0, 1.0),
+        ] {
+            ok.validate().unwrap();
+            let p = ok.params(2, 10);
+            assert!(
+                p.logit_scale.is_finite() && p.temperature.is_finite(),
+                "{ok:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_refuses_everything_else() {
+        for (bad, word) in [
+            (cfg(-1.0, 0, 1.0), "temperature"),
+            (cfg(-0.0 - f32::MIN_POSITIVE, 0, 1.0), "temperature"),
+            (cfg(f32::NAN, 0, 1.0), "temperature"),
+            (cfg(f32::INFINITY, 0, 1.0), "temperature"),
+            (cfg(1e-45, 0, 1.0), "too small"),
+            (cfg(1.0, 0, 0.0), "top_p"),
+            (cfg(1.0, 0, -0.5), "top_p"),
+            (cfg(1.0, 0, 1.0 + f32::EPSILON), "top_p"),
+            (cfg(1.0, 0, f32::NAN), "top_p"),
+        ] {
+            let e = bad.validate().unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidInput(m) if m.contains(word)),
+                "{bad:?}: {e}"
+            );
+            // Params of refused settings are still safe to run: greedy, finite.
+            let p = bad.params(1, 4);
+            assert!(p.logit_scale.is_finite(), "{bad:?}");
+        }
     }
 }

@@ -116,13 +116,61 @@ pub fn family(file: &Path, v: &Value) -> Result<Family> {
     }
 }
 
+/// The largest config.json read (real ones are about 1 KiB; the text is read whole, so a
+/// hostile size is refused before it is allocated).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Widest row any model dimension may have (hidden size, inner width, in_proj output,
+/// vocabulary): the kernels index rows with 32-bit integers.
+pub const MAX_WIDTH: u128 = 1 << 31;
+
+/// Most elements one weight tensor may have (2^36 f32 values are 256 GiB, past any device):
+/// a config that implies more is refused before any size is computed from it.
+pub const MAX_TENSOR_ELEMENTS: u128 = 1 << 36;
+
 /// Reads and parses a config.json file.
 pub fn read_json(file: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+    let io = |source| Error::Io {
         path: file.to_path_buf(),
         source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| err(file, format!("not valid JSON: {e}")))
+    };
+    let len = std::fs::metadata(file).map_err(io)?.len();
+    if len > MAX_CONFIG_BYTES {
+        return Err(err(
+            file,
+            format!("{len} bytes: more than the {MAX_CONFIG_BYTES} a config may have"),
+        ));
+    }
+    parse_json(file, &std::fs::read(file).map_err(io)?)
+}
+
+/// Parses config.json text; `file` names it in errors.
+pub fn parse_json(file: &Path, text: &[u8]) -> Result<Value> {
+    serde_json::from_slice(text).map_err(|e| err(file, format!("not valid JSON: {e}")))
+}
+
+/// Fails unless every width is at most [`MAX_WIDTH`] and every tensor (rows × columns) at most
+/// [`MAX_TENSOR_ELEMENTS`]; sums and products in u128 cannot overflow for inputs below 2^63.
+fn check_sizes(file: &Path, widths: &[(&str, u128)], tensors: &[(&str, u128, u128)]) -> Result<()> {
+    for &(what, w) in widths {
+        if w > MAX_WIDTH {
+            return Err(err(
+                file,
+                format!("{what} is {w}, more than the {MAX_WIDTH} supported"),
+            ));
+        }
+    }
+    for &(what, rows, cols) in tensors {
+        if rows * cols > MAX_TENSOR_ELEMENTS {
+            return Err(err(
+                file,
+                format!(
+                    "{what} would be {rows} × {cols} elements, more than the {MAX_TENSOR_ELEMENTS} supported"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Mamba1Config {
@@ -220,13 +268,55 @@ impl Mamba1Config {
             tie_embeddings: bool_field(file, v, &["tie_word_embeddings", "tie_embeddings"], true)?,
             eos_token_id,
         };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Checks what every config must satisfy however it was read (config.json, GGUF
+    /// metadata, code): a conv of 2..=8 taps, and every width and weight tensor within
+    /// [`MAX_WIDTH`] and [`MAX_TENSOR_ELEMENTS`], so sizes computed from it cannot overflow.
+    /// `file` names the source in errors.
+    pub fn validate(&self, file: &Path) -> Result<()> {
+        let cfg = self;
+        for (what, v) in [
+            ("d_model", cfg.d_model),
+            ("n_layer", cfg.n_layer),
+            ("vocab_size", cfg.vocab_size),
+            ("d_state", cfg.d_state),
+            ("d_inner", cfg.d_inner),
+            ("dt_rank", cfg.dt_rank),
+        ] {
+            if v == 0 {
+                return Err(err(file, format!("{what} is 0")));
+            }
+        }
         if cfg.d_conv < 2 || cfg.d_conv > 8 {
             return Err(err(
                 file,
                 format!("conv kernel {} is outside the supported 2..=8", cfg.d_conv),
             ));
         }
-        Ok(cfg)
+        let w = |x: usize| x as u128;
+        let padded = w(cfg.vocab_size).next_multiple_of(w(cfg.pad_vocab_size_multiple.max(1)));
+        let x_proj_rows = w(cfg.dt_rank) + 2 * w(cfg.d_state);
+        check_sizes(
+            file,
+            &[
+                ("d_model", w(cfg.d_model)),
+                ("n_layer", w(cfg.n_layer)),
+                ("d_inner", w(cfg.d_inner)),
+                ("2 · d_inner", 2 * w(cfg.d_inner)),
+                ("dt_rank + 2 · d_state", x_proj_rows),
+                ("the padded vocabulary", padded),
+            ],
+            &[
+                ("in_proj", 2 * w(cfg.d_inner), w(cfg.d_model)),
+                ("x_proj", x_proj_rows, w(cfg.d_inner)),
+                ("dt_proj", w(cfg.d_inner), w(cfg.dt_rank)),
+                ("A_log", w(cfg.d_inner), w(cfg.d_state)),
+                ("the embedding", padded, w(cfg.d_model)),
+            ],
+        )
     }
 
     /// The dimensions of a published Mamba-1 checkpoint (`mamba-130m`, `mamba-370m`,
@@ -455,13 +545,89 @@ impl Mamba2Config {
                 .and_then(Value::as_u64)
                 .and_then(|x| u32::try_from(x).ok()),
         };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Checks what every config must satisfy however it was read (config.json, GGUF
+    /// metadata, code): heads × head size = inner width, groups dividing heads, a conv of
+    /// 2..=8 taps, an interval of steps, and every width and weight tensor within
+    /// [`MAX_WIDTH`] and [`MAX_TENSOR_ELEMENTS`], so sizes computed from it (among them
+    /// [`Mamba2Config::conv_dim`] and [`Mamba2Config::d_in_proj`]) cannot overflow. `file`
+    /// names the source in errors.
+    pub fn validate(&self, file: &Path) -> Result<()> {
+        let cfg = self;
+        for (what, v) in [
+            ("d_model", cfg.d_model),
+            ("n_layer", cfg.n_layer),
+            ("vocab_size", cfg.vocab_size),
+            ("d_state", cfg.d_state),
+            ("num_heads", cfg.num_heads),
+            ("head_dim", cfg.head_dim),
+            ("n_groups", cfg.n_groups),
+            ("chunk_size", cfg.chunk_size),
+        ] {
+            if v == 0 {
+                return Err(err(file, format!("{what} is 0")));
+            }
+        }
+        let w = |x: usize| x as u128;
+        if w(cfg.num_heads) * w(cfg.head_dim) != w(cfg.d_inner) {
+            return Err(err(
+                file,
+                format!(
+                    "num_heads {} × head_dim {} must equal the inner width {}",
+                    cfg.num_heads, cfg.head_dim, cfg.d_inner
+                ),
+            ));
+        }
+        if !cfg.num_heads.is_multiple_of(cfg.n_groups) {
+            return Err(err(
+                file,
+                format!(
+                    "n_groups {} does not divide num_heads {}",
+                    cfg.n_groups, cfg.num_heads
+                ),
+            ));
+        }
         if cfg.d_conv < 2 || cfg.d_conv > 8 {
             return Err(err(
                 file,
                 format!("conv kernel {} is outside the supported 2..=8", cfg.d_conv),
             ));
         }
-        Ok(cfg)
+        let steps_ok = cfg.dt_min >= 0.0 && cfg.dt_min <= cfg.dt_max;
+        let eps_ok = cfg.eps.is_finite() && cfg.eps >= 0.0;
+        if !(steps_ok && eps_ok) {
+            return Err(err(
+                file,
+                format!(
+                    "step limits ({}, {}) or epsilon {} out of range",
+                    cfg.dt_min, cfg.dt_max, cfg.eps
+                ),
+            ));
+        }
+        // Checked before `conv_dim` and `d_in_proj`, whose usize sums could overflow.
+        let padded = w(cfg.vocab_size).next_multiple_of(w(cfg.pad_vocab_size_multiple.max(1)));
+        let conv_dim = w(cfg.d_inner) + 2 * w(cfg.n_groups) * w(cfg.d_state);
+        let d_in_proj = w(cfg.d_inner) + conv_dim + w(cfg.num_heads);
+        check_sizes(
+            file,
+            &[
+                ("d_model", w(cfg.d_model)),
+                ("n_layer", w(cfg.n_layer)),
+                ("d_inner", w(cfg.d_inner)),
+                ("conv_dim", conv_dim),
+                ("the in_proj width", d_in_proj),
+                ("chunk_size", w(cfg.chunk_size)),
+                ("the padded vocabulary", padded),
+            ],
+            &[
+                ("in_proj", d_in_proj, w(cfg.d_model)),
+                ("the SSM state", w(cfg.d_inner), w(cfg.d_state)),
+                ("the embedding", padded, w(cfg.d_model)),
+            ],
+        )
     }
 
     /// Embedding rows the checkpoint should have: the vocabulary padded to the multiple.
@@ -512,5 +678,107 @@ impl Mamba2Config {
             tie_embeddings: true,
             eos_token_id: Some(0),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn f() -> &'static Path {
+        Path::new("config.json")
+    }
+
+    #[test]
+    fn mamba1_in_both_spellings() {
+        let hf = json!({"model_type": "mamba", "hidden_size": 40, "num_hidden_layers": 3,
+            "vocab_size": 250, "state_size": 16, "conv_kernel": 4, "expand": 2,
+            "time_step_rank": "auto", "tie_word_embeddings": true});
+        let ss = json!({"d_model": 40, "n_layer": 3, "vocab_size": 250,
+            "ssm_cfg": {"d_state": 16, "d_conv": 4, "expand": 2}, "pad_vocab_size_multiple": 8});
+        assert_eq!(family(f(), &hf).unwrap(), Family::Mamba1);
+        assert_eq!(family(f(), &ss).unwrap(), Family::Mamba1);
+        let (a, b) = (
+            Mamba1Config::from_json(f(), &hf).unwrap(),
+            Mamba1Config::from_json(f(), &ss).unwrap(),
+        );
+        assert_eq!((a.d_inner, a.dt_rank, a.padded_vocab()), (80, 3, 250));
+        assert_eq!((b.d_inner, b.dt_rank, b.padded_vocab()), (80, 3, 256));
+    }
+
+    #[test]
+    fn mamba2_in_both_spellings() {
+        let hf = json!({"model_type": "mamba2", "hidden_size": 36, "num_hidden_layers": 2,
+            "vocab_size": 150, "head_dim": 12, "num_heads": 6, "n_groups": 2, "state_size": 32,
+            "time_step_limit": [0.0, {"__float__": "Infinity"}]});
+        let ss = json!({"d_model": 36, "n_layer": 2, "vocab_size": 150,
+            "ssm_cfg": {"layer": "Mamba2", "headdim": 12, "ngroups": 2, "d_state": 32}});
+        for v in [&hf, &ss] {
+            assert_eq!(family(f(), v).unwrap(), Family::Mamba2);
+            let c = Mamba2Config::from_json(f(), v).unwrap();
+            assert_eq!((c.d_inner, c.num_heads, c.n_groups), (72, 6, 2));
+            assert_eq!((c.conv_dim(), c.d_in_proj()), (72 + 128, 72 + 200 + 6));
+            assert!(c.dt_max.is_infinite());
+        }
+    }
+
+    #[test]
+    fn sizes_that_overflow_are_refused_before_use() {
+        let m1 = |extra: Value| {
+            let mut v = json!({"model_type": "mamba", "hidden_size": 32, "num_hidden_layers": 1,
+                "vocab_size": 64});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            Mamba1Config::from_json(f(), &v)
+        };
+        assert!(m1(json!({})).is_ok());
+        for (extra, word) in [
+            (
+                json!({"hidden_size": 1u64 << 31, "expand": 1u64 << 31}),
+                "d_inner",
+            ),
+            (
+                json!({"hidden_size": 1u64 << 31, "intermediate_size": 1 << 20}),
+                "in_proj",
+            ),
+            (
+                json!({"vocab_size": 1u64 << 31, "hidden_size": 64}),
+                "embedding",
+            ),
+            (json!({"state_size": 1u64 << 31}), "dt_rank + 2 · d_state"),
+            (json!({"state_size": 1u64 << 32}), "state_size"),
+            (json!({"conv_kernel": 1}), "conv kernel"),
+        ] {
+            let e = m1(extra.clone()).unwrap_err().to_string();
+            assert!(e.contains(word), "{extra}: {e}");
+        }
+        let m2 = json!({"model_type": "mamba2", "hidden_size": 1u64 << 31, "expand": 1,
+            "num_hidden_layers": 1, "vocab_size": 64, "head_dim": 1u64 << 31, "num_heads": 1,
+            "n_groups": 1, "state_size": 1u64 << 31});
+        let e = Mamba2Config::from_json(f(), &m2).unwrap_err().to_string();
+        assert!(e.contains("conv_dim"), "{e}");
+    }
+
+    #[test]
+    fn json_text_and_families() {
+        assert!(parse_json(f(), b"{\"a\": 1}").is_ok());
+        assert!(parse_json(f(), b"{")
+            .unwrap_err()
+            .to_string()
+            .contains("JSON"));
+        assert!(parse_json(f(), &[0xff]).is_err());
+        let deep = "[".repeat(100_000);
+        assert!(
+            parse_json(f(), deep.as_bytes()).is_err(),
+            "recursion is bounded"
+        );
+        assert!(family(f(), &json!({"model_type": "llama"})).is_err());
+        assert!(family(f(), &json!([])).is_err());
+        assert_eq!(
+            family(f(), &json!({"architectures": ["Mamba2ForCausalLM"]})).unwrap(),
+            Family::Mamba2
+        );
     }
 }

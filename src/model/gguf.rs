@@ -195,7 +195,7 @@ pub fn mamba1_config(g: &Gguf) -> Result<Mamba1Config> {
             "`mamba.ssm.dt_b_c_rms` is set (Falcon-Mamba's RMSNorm of dt, B and C): not supported",
         ));
     }
-    Ok(Mamba1Config {
+    let cfg = Mamba1Config {
         d_model: c.d_model,
         n_layer: c.n_layer,
         vocab_size: c.vocab,
@@ -209,7 +209,11 @@ pub fn mamba1_config(g: &Gguf) -> Result<Mamba1Config> {
         use_conv_bias: c.use_conv_bias,
         tie_embeddings: c.tie_embeddings,
         eos_token_id: c.eos_token_id,
-    })
+    };
+    // The same size limits as config.json: no width or tensor a file can claim overflows
+    // the arithmetic that sizes buffers (found by the gguf fuzz target).
+    cfg.validate(g.path())?;
+    Ok(cfg)
 }
 
 /// A Mamba-2 config from a `mamba2` GGUF's metadata. `ssm.time_step_rank` is the head count;
@@ -238,7 +242,7 @@ pub fn mamba2_config(g: &Gguf) -> Result<Mamba2Config> {
             format!("ssm.group_count {n_groups} does not divide the head count {num_heads}"),
         ));
     }
-    Ok(Mamba2Config {
+    let cfg = Mamba2Config {
         d_model: c.d_model,
         n_layer: c.n_layer,
         vocab_size: c.vocab,
@@ -258,7 +262,9 @@ pub fn mamba2_config(g: &Gguf) -> Result<Mamba2Config> {
         use_conv_bias: c.use_conv_bias,
         tie_embeddings: c.tie_embeddings,
         eos_token_id: c.eos_token_id,
-    })
+    };
+    cfg.validate(g.path())?;
+    Ok(cfg)
 }
 
 /// How a GGUF tensor's values and shape relate to the HF tensor's.

@@ -464,6 +464,8 @@ impl std::fmt::Debug for Session {
 impl Session {
     pub(crate) fn new(m: Arc<Lm>, o: &SessionOptions) -> Result<Self> {
         o.sampling.validate()?;
+        // A lost device (or an earlier error) is reported here, not at the first call.
+        m.ctx.check()?;
         if o.batch == 0 || o.max_chunk_tokens == 0 {
             return Err(Error::InvalidInput(
                 "batch and max_chunk_tokens must be at least 1".into(),
@@ -927,7 +929,20 @@ impl Session {
         }
         let len = self.check_prompts(prompts)?;
         let v = self.m.vocab;
-        let mut out = vec![0.0f32; self.batch * len * v];
+        // Every position's logits come back to the host: refuse what cannot be allocated
+        // rather than abort (2^32 floats is 16 GiB).
+        let n = self
+            .batch
+            .checked_mul(len)
+            .and_then(|n| n.checked_mul(v))
+            .filter(|&n| n <= 1 << 32)
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "logits of {} sequences x {len} tokens x {v} entries are too many to read back; score shorter prompts",
+                    self.batch
+                ))
+            })?;
+        let mut out = vec![0.0f32; n];
         let mut total: Option<Profile> = None;
         let mut t0 = 0;
         while t0 < len {

@@ -3,6 +3,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod generate;
 pub mod gguf;
 #[macro_use]
 pub(crate) mod lm;
@@ -19,6 +20,7 @@ use crate::error::{Error, Result};
 pub use crate::kernels::sample::SamplingConfig as Sampling;
 pub use crate::tensor::{WeightDtype, WeightStorage};
 pub use config::{Family, Mamba1Config, Mamba2Config};
+pub use generate::{CancelToken, GenerateOptions, Generation, StopReason};
 pub use lm::{Session, SessionOptions};
 pub use mamba1::Mamba1;
 pub use mamba2::Mamba2;
