@@ -547,7 +547,10 @@ fn f16_paged_matrix_respects_the_binding_limit_and_equals_the_unsplit_product() 
     let pm = PagedMatrix::from_slice_as(&small, "w", &w, n, k, WeightDtype::F16).unwrap();
     let rows: Vec<(usize, usize)> = pm.pages.iter().map(|p| (p.row_start, p.rows)).collect();
     assert_eq!(rows, vec![(0, 49), (49, 48)]);
-    assert!(pm.pages.iter().all(|p| p.buffer().unwrap().size() <= 49 * row_bytes));
+    assert!(pm
+        .pages
+        .iter()
+        .all(|p| p.buffer().unwrap().size() <= 49 * row_bytes));
     assert_eq!(pm.bytes(), n as u64 * row_bytes);
     let f32_pages = PagedMatrix::from_slice(&small, "w32", &w, n, k)
         .unwrap()
