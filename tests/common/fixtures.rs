@@ -249,3 +249,34 @@ pub fn check_batched_equals_single(family: &str, name: &str) {
         );
     }
 }
+
+/// Q8_0 quantised on load (ggml's quantiser) against transformers' f32 logits: each weight
+/// moves by up to half a step, max|block| / 254, about 0.4 percent of the block's largest
+/// weight (ten times f16's rounding), which measures up to 4.6e-2 · max|logit| through these
+/// tiny models (the GGUF Q8_0 files of tests/gguf.rs, quantised by gguf-py the same way,
+/// reach 5.4e-2); the bar is 0.125. Greedy tokens are not compared: a top-2 margin can fall
+/// within that error. Rows that are not whole blocks stay f16, as llama.cpp's converter keeps
+/// them, and the Q8_0 model must hold fewer weight bytes than half the f32 one's.
+pub fn check_q8_0(family: &str, name: &str) {
+    let m = load(family, name, WeightDtype::Q8_0);
+    let f32 = load(family, name, WeightDtype::F32);
+    assert!(
+        m.weight_bytes() < f32.weight_bytes() / 2,
+        "{family}/{name}: Q8_0 weights not smaller"
+    );
+    for c in cases(family, name) {
+        let mut s = m
+            .session(&SessionOptions {
+                batch: c.batch,
+                all_logits: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let (d, scale) = max_diff(&s.logits(&c.refs()).unwrap(), &c.logits);
+        eprintln!("{family}/{name} Q8_0: max |Δlogit| {d:.3e} of {scale:.2}");
+        assert!(
+            d <= 0.125 * scale,
+            "{family}/{name}: max |Δlogit| {d:e} > 0.125 · {scale}"
+        );
+    }
+}
