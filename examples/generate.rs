@@ -95,11 +95,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ctx = Arc::new(GpuContext::new()?);
     eprintln!("adapter: {}", ctx.adapter_name());
     let t_load = Instant::now();
-    let model = Model::load(ctx, &args.model)?;
+    // A progress bar over the values read (memory-mapped files, one tensor at a time).
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("loading {bar:30} {percent:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = |p: &mamba_wgpu::model::weights::LoadProgress<'_>| {
+        bar.set_length(p.values_total);
+        bar.set_position(p.values);
+        bar.set_message(p.tensor.to_string());
+    };
+    let model = Model::load_with_progress(ctx, &args.model, &Default::default(), &report)?;
+    bar.finish_and_clear();
     eprintln!(
-        "loaded {} in {:.2} s",
+        "loaded {} in {:.2} s: {:.1} MB of weight matrices (f32, storage chosen for the adapter)",
         args.model.display(),
-        t_load.elapsed().as_secs_f64()
+        t_load.elapsed().as_secs_f64(),
+        model.weight_bytes() as f64 / 1e6
     );
 
     #[cfg(feature = "tokenizer")]

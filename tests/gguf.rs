@@ -1055,3 +1055,47 @@ fn random_byte_mutations_never_panic() {
         "{parsed} parsed, {refused} refused"
     );
 }
+
+#[test]
+fn loading_reports_progress_for_folders_and_gguf_files() {
+    use mamba_wgpu::model::weights::LoadProgress;
+    use std::sync::Mutex;
+    let folder = fixture_dir("mamba1", "tiny_tied");
+    let file = gguf_path("mamba2", "g1_small", "Q8_0");
+    for path in [folder.as_path(), file.as_path()] {
+        let seen: Mutex<Vec<(String, usize, u64, u64)>> = Mutex::new(Vec::new());
+        let record = |p: &LoadProgress<'_>| {
+            seen.lock()
+                .unwrap()
+                .push((p.tensor.to_string(), p.tensors, p.values, p.values_total));
+        };
+        let m = Model::load_with_progress(
+            shared().clone(),
+            path,
+            &mamba_wgpu::LoadOptions::default(),
+            &record,
+        )
+        .unwrap();
+        let seen = seen.into_inner().unwrap();
+        let (_, n, last, total) = seen.last().cloned().expect("no progress reported");
+        // Every tensor is reported once (a tied head's second read of the table too), the
+        // counts only grow, and the last report reaches the total.
+        assert!(
+            n >= 10 && n == seen.len(),
+            "{}: {n} reports",
+            path.display()
+        );
+        assert!(seen.windows(2).all(|w| w[0].1 < w[1].1 && w[0].2 <= w[1].2));
+        assert_eq!(last, total, "{}", path.display());
+        // The model is the one Model::load gives.
+        let plain = Model::load(shared().clone(), path).unwrap();
+        let opts = SessionOptions::default();
+        let a = m.session(&opts).unwrap().prefill(&[&[1, 2, 3]]).unwrap();
+        let b = plain
+            .session(&opts)
+            .unwrap()
+            .prefill(&[&[1, 2, 3]])
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}

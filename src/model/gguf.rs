@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, MAGIC};
 use crate::kernels::gemv_q8_0::repack_q8_0;
 use crate::model::config::{Family, Mamba1Config, Mamba2Config};
-use crate::model::weights::WeightSource;
+use crate::model::weights::{ProgressFn, WeightSource, WithProgress};
 use crate::model::{LoadOptions, Mamba1, Mamba2, Model};
 
 /// The SSD chunk length a Mamba-2 GGUF runs with (the file does not store one).
@@ -444,20 +444,46 @@ pub fn load(ctx: Arc<GpuContext>, path: &Path, options: &LoadOptions) -> Result<
 
 /// Builds the model a parsed GGUF file describes.
 pub fn from_gguf(ctx: Arc<GpuContext>, g: &Gguf, options: &LoadOptions) -> Result<Model> {
+    from_gguf_with(ctx, g, options, None)
+}
+
+/// [`from_gguf`], reporting each tensor read to `progress`.
+pub fn from_gguf_with(
+    ctx: Arc<GpuContext>,
+    g: &Gguf,
+    options: &LoadOptions,
+    progress: Option<ProgressFn<'_>>,
+) -> Result<Model> {
     let fam = family(g)?;
     let src = GgufWeights::new(g, fam.clone());
     match fam {
-        Family::Mamba1 => Ok(Model::Mamba1(Mamba1::from_source_with(
-            ctx,
-            mamba1_config(g)?,
-            &src,
-            options,
-        )?)),
-        Family::Mamba2 => Ok(Model::Mamba2(Mamba2::from_source_with(
-            ctx,
-            mamba2_config(g)?,
-            &src,
-            options,
-        )?)),
+        Family::Mamba1 => {
+            let cfg = mamba1_config(g)?;
+            let wrapped;
+            let s: &dyn WeightSource = match progress {
+                Some(p) => {
+                    wrapped = WithProgress::new(&src, &Mamba1::tensor_shapes(&cfg), p);
+                    &wrapped
+                }
+                None => &src,
+            };
+            Ok(Model::Mamba1(Mamba1::from_source_with(
+                ctx, cfg, s, options,
+            )?))
+        }
+        Family::Mamba2 => {
+            let cfg = mamba2_config(g)?;
+            let wrapped;
+            let s: &dyn WeightSource = match progress {
+                Some(p) => {
+                    wrapped = WithProgress::new(&src, &Mamba2::tensor_shapes(&cfg), p);
+                    &wrapped
+                }
+                None => &src,
+            };
+            Ok(Model::Mamba2(Mamba2::from_source_with(
+                ctx, cfg, s, options,
+            )?))
+        }
     }
 }

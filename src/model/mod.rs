@@ -93,6 +93,47 @@ impl Model {
         }
     }
 
+    /// [`Model::load_with`], reporting to `progress` after each tensor is read and uploaded
+    /// (tensor name, tensors so far, values so far of the total), for a progress bar.
+    pub fn load_with_progress(
+        ctx: Arc<GpuContext>,
+        path: &Path,
+        options: &LoadOptions,
+        progress: weights::ProgressFn<'_>,
+    ) -> Result<Self> {
+        if gguf::is_gguf(path) {
+            let g = crate::gguf::Gguf::open(path)?;
+            return gguf::from_gguf_with(ctx, &g, options, Some(progress));
+        }
+        if !path.is_dir() {
+            return Err(Error::Checkpoint {
+                file: path.to_path_buf(),
+                tensor: None,
+                msg: "not a checkpoint folder".into(),
+            });
+        }
+        let cfg_path = path.join("config.json");
+        let v = config::read_json(&cfg_path)?;
+        let family = config::family(&cfg_path, &v)?;
+        let ck = checkpoint::Checkpoint::open(path)?;
+        match family {
+            Family::Mamba1 => {
+                let cfg = Mamba1Config::from_json(&cfg_path, &v)?;
+                let src = weights::WithProgress::new(&ck, &Mamba1::tensor_shapes(&cfg), progress);
+                Ok(Model::Mamba1(Mamba1::from_source_with(
+                    ctx, cfg, &src, options,
+                )?))
+            }
+            Family::Mamba2 => {
+                let cfg = Mamba2Config::from_json(&cfg_path, &v)?;
+                let src = weights::WithProgress::new(&ck, &Mamba2::tensor_shapes(&cfg), progress);
+                Ok(Model::Mamba2(Mamba2::from_source_with(
+                    ctx, cfg, &src, options,
+                )?))
+            }
+        }
+    }
+
     /// A random-weight model of a published checkpoint's dimensions (`mamba-130m` ...
     /// `mamba-2.8b`, `mamba2-130m` ... `mamba2-2.7b`), built directly on the GPU.
     pub fn preset(ctx: Arc<GpuContext>, name: &str, seed: u64) -> Result<Self> {

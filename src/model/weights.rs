@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::model::checkpoint::Checkpoint;
@@ -36,6 +37,87 @@ impl WeightSource for Checkpoint {
     }
     fn file_of(&self, name: &str) -> PathBuf {
         Checkpoint::file_of(self, name)
+    }
+}
+
+/// How far a load has got, reported after each tensor is read.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadProgress<'a> {
+    /// The tensor just read (HF name).
+    pub tensor: &'a str,
+    /// Tensors read so far.
+    pub tensors: usize,
+    /// Values read so far, at most `values_total` (a tied head's copy is not counted twice).
+    pub values: u64,
+    /// Values of every tensor the model reads.
+    pub values_total: u64,
+}
+
+/// The callback [`crate::Model::load_with_progress`] reports to.
+pub type ProgressFn<'a> = &'a (dyn Fn(&LoadProgress<'_>) + Sync);
+
+/// A [`WeightSource`] that reports every tensor read from `inner` to a callback.
+pub struct WithProgress<'a> {
+    inner: &'a dyn WeightSource,
+    total: u64,
+    values: AtomicU64,
+    tensors: AtomicUsize,
+    progress: ProgressFn<'a>,
+}
+
+impl<'a> WithProgress<'a> {
+    /// Wraps `inner`; `shapes` are the tensors the model will read (for the total).
+    pub fn new(
+        inner: &'a dyn WeightSource,
+        shapes: &HashMap<String, Vec<usize>>,
+        progress: ProgressFn<'a>,
+    ) -> Self {
+        let total = shapes
+            .values()
+            .map(|s| s.iter().product::<usize>() as u64)
+            .sum();
+        Self {
+            inner,
+            total,
+            values: AtomicU64::new(0),
+            tensors: AtomicUsize::new(0),
+            progress,
+        }
+    }
+
+    fn report(&self, name: &str, n: u64) {
+        let values = (self.values.fetch_add(n, Ordering::Relaxed) + n).min(self.total);
+        let tensors = self.tensors.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.progress)(&LoadProgress {
+            tensor: name,
+            tensors,
+            values,
+            values_total: self.total,
+        });
+    }
+}
+
+impl WeightSource for WithProgress<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.inner.contains(name)
+    }
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.inner.shape(name)
+    }
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let v = self.inner.f32(name, shape)?;
+        self.report(name, v.len() as u64);
+        Ok(v)
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.inner.file_of(name)
+    }
+    fn q8_0_words(&self, name: &str, rows: usize, cols: usize) -> Option<Result<Vec<u32>>> {
+        let w = self.inner.q8_0_words(name, rows, cols)?;
+        if w.is_ok() {
+            self.report(name, (rows * cols) as u64);
+        }
+        Some(w)
     }
 }
 
