@@ -27,6 +27,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::bytes::FileBytes;
 use crate::error::{Error, Result};
 
 /// The four bytes every GGUF file starts with.
@@ -385,22 +386,6 @@ impl TensorInfo {
     }
 }
 
-/// The file's bytes: memory-mapped, or owned (parsed from memory; Miri cannot map files).
-enum Bytes {
-    Map(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Map(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
-}
-
 struct Kv {
     key: String,
     ty: ValueType,
@@ -411,7 +396,7 @@ struct Kv {
 /// A parsed GGUF file: header, metadata, tensor infos, and its bytes.
 pub struct Gguf {
     path: PathBuf,
-    data: Bytes,
+    data: FileBytes,
     version: u32,
     alignment: u64,
     data_start: usize,
@@ -600,31 +585,20 @@ impl Gguf {
     /// Parses a GGUF file held in memory (the bytes are copied). Errors name the file
     /// `<memory>`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Gguf> {
-        Self::parse(Path::new("<memory>"), Bytes::Owned(bytes.to_vec()))
+        Self::parse(Path::new("<memory>"), FileBytes::Owned(bytes.to_vec()))
     }
 
     /// Parses a GGUF file held in memory, naming it `path` in errors.
     pub fn from_vec(path: &Path, bytes: Vec<u8>) -> Result<Gguf> {
-        Self::parse(path, Bytes::Owned(bytes))
+        Self::parse(path, FileBytes::Owned(bytes))
     }
 
     /// Memory-maps and parses a file.
     pub fn open(path: &Path) -> Result<Gguf> {
-        let io = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let f = std::fs::File::open(path).map_err(io)?;
-        // SAFETY: `Mmap::map` is unsafe because the mapped file may change underneath the
-        // map. The map is read-only and private to this process, and the contract (the same as
-        // every memory-mapped model loader's) is that the file is not modified or truncated
-        // while it is loaded: a truncation would make reads fault (SIGBUS) rather than return
-        // stale bytes. Every read goes through slices bounds-checked against the map's length.
-        let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io)?;
-        Self::parse(path, Bytes::Map(map))
+        Self::parse(path, FileBytes::map(path)?)
     }
 
-    fn parse(path: &Path, data: Bytes) -> Result<Gguf> {
+    fn parse(path: &Path, data: FileBytes) -> Result<Gguf> {
         let bad = |msg: String| Error::Checkpoint {
             file: path.to_path_buf(),
             tensor: None,

@@ -32,6 +32,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod bytes;
 pub mod context;
 pub mod error;
 pub mod gguf;

@@ -9,28 +9,12 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, Metadata};
 use safetensors::SafeTensors;
 
+use crate::bytes::FileBytes;
 use crate::error::{Error, Result};
-
-/// The bytes of one safetensors file: memory-mapped from disk, or owned (files parsed from
-/// memory, and Miri, which cannot map files).
-enum Bytes {
-    Map(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Map(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
-}
 
 struct File {
     path: PathBuf,
-    data: Bytes,
+    data: FileBytes,
     header_len: usize,
     meta: Metadata,
 }
@@ -67,7 +51,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// the file, the JSON, every tensor's element count × dtype size (with overflow checks)
 /// against its offsets, that the offsets are contiguous (no overlap, no gap) and that the last
 /// one is the end of the file.
-fn parse_file(path: &Path, data: Bytes) -> Result<File> {
+fn parse_file(path: &Path, data: FileBytes) -> Result<File> {
     let (header_len, meta) = SafeTensors::read_metadata(&data).map_err(|e| Error::Checkpoint {
         file: path.to_path_buf(),
         tensor: None,
@@ -82,14 +66,7 @@ fn parse_file(path: &Path, data: Bytes) -> Result<File> {
 }
 
 fn open_file(path: &Path) -> Result<File> {
-    let f = std::fs::File::open(path).map_err(io(path))?;
-    // SAFETY: `Mmap::map` is unsafe because the mapped file may change underneath the map.
-    // The map is read-only and private to this process, and the contract (the same as every
-    // memory-mapped model loader's) is that the checkpoint is not modified or truncated while
-    // it is loaded: a truncation would make reads fault (SIGBUS) rather than return stale
-    // bytes. Every read goes through slices bounds-checked against the map's length.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(io(path))?;
-    parse_file(path, Bytes::Map(map))
+    parse_file(path, FileBytes::map(path)?)
 }
 
 /// Reads a shard index (`model.safetensors.index.json`): its `weight_map` as (tensor, shard
@@ -162,7 +139,10 @@ impl Checkpoint {
     /// [`Checkpoint::dir`]). The header is validated as in [`Checkpoint::open`].
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
         let dir = path.parent().unwrap_or(Path::new(""));
-        Ok(Self::single(dir, parse_file(path, Bytes::Owned(bytes))?))
+        Ok(Self::single(
+            dir,
+            parse_file(path, FileBytes::Owned(bytes))?,
+        ))
     }
 
     /// A sharded checkpoint held in memory: the index's text and a function giving the bytes
@@ -175,7 +155,7 @@ impl Checkpoint {
     ) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
         Self::sharded(dir, &index_path, index, |name| {
-            parse_file(&dir.join(name), Bytes::Owned(shard(name)?))
+            parse_file(&dir.join(name), FileBytes::Owned(shard(name)?))
         })
     }
 
