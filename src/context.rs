@@ -4,7 +4,10 @@
 //! touches few files.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
 
@@ -143,6 +146,8 @@ pub struct GpuContext {
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<String, Arc<KernelPipeline>>>,
+    /// The background poll thread's queue, started by the first async readback.
+    poller: OnceLock<mpsc::Sender<PollJob>>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -274,6 +279,7 @@ impl GpuContext {
             errors,
             lost,
             pipelines: Mutex::new(HashMap::new()),
+            poller: OnceLock::new(),
         }
     }
 
@@ -414,6 +420,108 @@ impl GpuContext {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(e.to_string()))?;
         self.check()
+    }
+
+    /// Blocks until the work of one submission (and everything submitted before it) has
+    /// finished, then reports device errors. Work submitted later, such as an application's
+    /// own frames on a shared queue, is not waited for.
+    pub fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        let waited = self.device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: None,
+        });
+        if let Err(e) = waited {
+            // A submission refused by a lost device has an index wgpu cannot wait for; one
+            // plain poll runs the device-lost callback, so the loss is what gets reported.
+            let _ = self.device.poll(wgpu::PollType::Poll);
+            self.check()?;
+            return Err(Error::Gpu(e.to_string()));
+        }
+        self.check()
+    }
+
+    /// Submits command buffers and returns the submission's index (for
+    /// [`GpuContext::wait_for`] and the readbacks).
+    pub fn submit(
+        &self,
+        commands: impl IntoIterator<Item = wgpu::CommandBuffer>,
+    ) -> wgpu::SubmissionIndex {
+        self.queue.submit(commands)
+    }
+
+    /// Hands a submission to the background poll thread (started on first use), which waits
+    /// for it off the caller's thread and then settles `slot`: by then wgpu has run every
+    /// callback of that submission (a buffer map among them), so a slot still empty means the
+    /// callback will never come.
+    fn poll_in_background(&self, submission: wgpu::SubmissionIndex, slot: Arc<Slot>) -> Result<()> {
+        let tx = self.poller.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<PollJob>();
+            let device = self.device.clone();
+            // The thread owns a handle to the device and ends when the context (the only
+            // sender) is dropped; a poll error (device lost) settles the slot with it.
+            let spawned = std::thread::Builder::new()
+                .name("mamba_wgpu.poll".into())
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let r = device
+                            .poll(wgpu::PollType::Wait {
+                                submission_index: Some(job.submission),
+                                timeout: None,
+                            })
+                            .map(|_| ())
+                            .map_err(|e| {
+                                // As in `wait_for`: let a device loss reach its callback.
+                                let _ = device.poll(wgpu::PollType::Poll);
+                                e.to_string()
+                            });
+                        job.slot.settle_polled(r);
+                    }
+                });
+            if spawned.is_err() {
+                // A sender whose receiver is gone: every send below fails with an error.
+                let (tx, _) = mpsc::channel();
+                return tx;
+            }
+            tx
+        });
+        tx.send(PollJob {
+            submission,
+            slot: slot.clone(),
+        })
+        .map_err(|_| Error::Gpu("could not start the device poll thread".into()))
+    }
+
+    /// The async twin of [`GpuContext::map_read`]: maps `staging` (filled by `submission`) and
+    /// copies out its first `len` elements, without blocking the caller's thread. A background
+    /// thread owned by this context polls the device; the returned future is woken when the
+    /// map completes, so any executor (or `pollster::block_on`) can drive it. Dropping the
+    /// future before it resolves cancels the map and leaves `staging` usable.
+    pub fn map_read_async<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        submission: wgpu::SubmissionIndex,
+    ) -> Readback<'_, T> {
+        let bytes = (len * std::mem::size_of::<T>()) as u64;
+        let slot = Arc::new(Slot::default());
+        let started = if bytes == 0 {
+            Ok(())
+        } else {
+            let s = slot.clone();
+            staging
+                .slice(0..bytes)
+                .map_async(wgpu::MapMode::Read, move |r| s.settle_mapped(r.is_ok()));
+            self.poll_in_background(submission, slot.clone())
+        };
+        Readback {
+            ctx: self,
+            staging: staging.clone(),
+            len,
+            slot,
+            started: Some(started),
+            done: bytes == 0,
+            _t: std::marker::PhantomData,
+        }
     }
 
     /// The pipeline for `label`, compiled from `source` on first use and cached for the
@@ -589,15 +697,41 @@ impl GpuContext {
     }
 
     /// Maps a MAP_READ buffer (after the work that fills it was submitted) and copies out
-    /// its first `len` elements.
+    /// its first `len` elements, waiting for all submitted work.
     pub fn map_read<T: bytemuck::Pod>(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<T>> {
+        self.map_read_inner(staging, len, None)
+    }
+
+    /// [`GpuContext::map_read`] that waits only for `submission` (the one that fills
+    /// `staging`), not for work submitted after it.
+    pub fn map_read_after<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        submission: wgpu::SubmissionIndex,
+    ) -> Result<Vec<T>> {
+        self.map_read_inner(staging, len, Some(submission))
+    }
+
+    fn map_read_inner<T: bytemuck::Pod>(
+        &self,
+        staging: &wgpu::Buffer,
+        len: usize,
+        submission: Option<wgpu::SubmissionIndex>,
+    ) -> Result<Vec<T>> {
         let bytes = (len * std::mem::size_of::<T>()) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
         let slice = staging.slice(0..bytes);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.wait()?;
+        match submission {
+            Some(i) => self.wait_for(i)?,
+            None => self.wait()?,
+        }
         rx.recv()
             .map_err(|_| Error::Gpu("buffer map callback never ran".into()))?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
@@ -609,5 +743,140 @@ impl GpuContext {
         };
         staging.unmap();
         Ok(out)
+    }
+}
+
+/// A submission for the background poll thread and the slot it settles.
+struct PollJob {
+    submission: wgpu::SubmissionIndex,
+    slot: Arc<Slot>,
+}
+
+/// Where a buffer-map callback and the background poll meet the future that waits for them.
+#[derive(Default)]
+struct Slot(Mutex<SlotState>);
+
+#[derive(Default)]
+struct SlotState {
+    /// The map callback's outcome (true: mapped).
+    mapped: Option<bool>,
+    /// The background poll's outcome, once it has returned.
+    polled: Option<std::result::Result<(), String>>,
+    waker: Option<Waker>,
+}
+
+impl Slot {
+    fn update(&self, f: impl FnOnce(&mut SlotState)) {
+        let waker = match self.0.lock() {
+            Ok(mut st) => {
+                f(&mut st);
+                st.waker.take()
+            }
+            Err(_) => None,
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn settle_mapped(&self, ok: bool) {
+        self.update(|st| st.mapped = Some(ok));
+    }
+
+    fn settle_polled(&self, r: std::result::Result<(), String>) {
+        self.update(|st| st.polled = Some(r));
+    }
+}
+
+/// The future of [`GpuContext::map_read_async`]: the first `len` elements of a readback
+/// buffer once the GPU work that fills it has finished.
+#[must_use = "a readback does nothing unless awaited"]
+pub struct Readback<'a, T> {
+    ctx: &'a GpuContext,
+    staging: wgpu::Buffer,
+    len: usize,
+    slot: Arc<Slot>,
+    /// Whether handing the submission to the poll thread worked (taken on first poll).
+    started: Option<Result<()>>,
+    /// Resolved (or nothing to map): nothing to cancel on drop.
+    done: bool,
+    _t: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Readback<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Readback")
+            .field("len", &self.len)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl<T: bytemuck::Pod> Future for Readback<'_, T> {
+    type Output = Result<Vec<T>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Readback holds no self-references, so it is Unpin and may be moved out of the pin.
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Ok(Vec::new()));
+        }
+        if let Some(Err(e)) = this.started.take() {
+            this.finish();
+            return Poll::Ready(Err(e));
+        }
+        let (mapped, polled) = {
+            let Ok(mut st) = this.slot.0.lock() else {
+                this.finish();
+                return Poll::Ready(Err(Error::Gpu("readback state poisoned".into())));
+            };
+            if st.mapped.is_none() && st.polled.is_none() {
+                st.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            (st.mapped, st.polled.clone())
+        };
+        let out = match (mapped, polled) {
+            (Some(true), _) => this.copy_out(),
+            (Some(false), _) => Err(Error::Gpu("mapping a readback buffer failed".into())),
+            (None, Some(Err(e))) => Err(Error::Gpu(e)),
+            // The poll returned and wgpu ran that submission's callbacks without ours.
+            (None, _) => Err(Error::Gpu("buffer map callback never ran".into())),
+        };
+        this.finish();
+        Poll::Ready(out.and_then(|v| this.ctx.check().map(|_| v)))
+    }
+}
+
+impl<T: bytemuck::Pod> Readback<'_, T> {
+    fn copy_out(&self) -> Result<Vec<T>> {
+        let bytes = (self.len * std::mem::size_of::<T>()) as u64;
+        let slice = self.staging.slice(0..bytes);
+        let view = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        Ok(bytemuck::cast_slice::<u8, T>(&view).to_vec())
+    }
+}
+
+impl<T> Readback<'_, T> {
+    /// Unmaps the buffer (also cancelling a map still pending) so it can be written again.
+    /// A map that failed left the buffer unmapped, and unmapping it again would be a device
+    /// error, so it is skipped. The slot's lock is not held across `unmap`: cancelling a
+    /// pending map runs its callback, which takes that lock.
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            let failed = matches!(self.slot.0.lock().map(|st| st.mapped), Ok(Some(false)));
+            if !failed {
+                self.staging.unmap();
+            }
+        }
+    }
+}
+
+impl<T> Drop for Readback<'_, T> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -44,7 +44,7 @@ pub mod tensor;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;
 
-pub use context::{ContextOptions, GpuContext};
+pub use context::{ContextOptions, GpuContext, Readback};
 pub use error::{Error, Result};
 pub use model::{LoadOptions, Mamba1, Mamba2, Model, Sampling, Session, SessionOptions};
 pub use tensor::{WeightDtype, WeightStorage};

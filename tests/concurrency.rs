@@ -398,6 +398,10 @@ fn device_loss_is_an_error_and_a_new_context_works() {
         let errors = [
             s.decode().map(drop),
             s.prefill(&[&[1, 2, 3]]).map(drop),
+            // The async forms settle with an error too (the poll thread's poll fails or the
+            // map is refused): a future that never resolved would hang here.
+            pollster::block_on(s.decode_async()).map(drop),
+            pollster::block_on(s.prefill_async(&[&[1, 2, 3]])).map(drop),
             // A new session on a lost device is refused when it is made.
             model.session(&SessionOptions::default()).map(drop),
         ];
@@ -422,4 +426,77 @@ fn device_loss_is_an_error_and_a_new_context_works() {
     let mut s = model.session(&SessionOptions::default()).unwrap();
     assert_eq!(s.prefill(&[&[1, 2, 3]]).unwrap(), want);
     assert_eq!(s.decode().unwrap(), want_next);
+}
+
+/// A future that is Send can be handed to a multi-threaded executor's spawn.
+fn assert_send<T: Send>(t: T) -> T {
+    t
+}
+
+/// The async forms give the blocking forms' tokens. `pollster::block_on` parks its thread
+/// until the future's waker is called, so a future whose waker were never woken (the poll
+/// thread not running, a lost map callback) would hang: each run has a minute.
+#[test]
+fn async_prefill_and_decode_give_the_blocking_tokens() {
+    for model in models() {
+        for (prompt, sampling) in settings() {
+            let session = |m: &Model| {
+                m.session(&SessionOptions {
+                    sampling: sampling.clone(),
+                    ..Default::default()
+                })
+                .unwrap()
+            };
+            let mut s = session(&model);
+            let mut want = vec![s.prefill(&[&prompt]).unwrap()];
+            for _ in 0..6 {
+                want.push(s.decode().unwrap());
+            }
+
+            let mut s = session(&model);
+            let p = prompt.clone();
+            let got = within_a_minute(move || {
+                pollster::block_on(assert_send(async move {
+                    let mut got = vec![s.prefill_async(&[&p]).await.unwrap()];
+                    for _ in 0..6 {
+                        got.push(s.decode_async().await.unwrap());
+                    }
+                    got
+                }))
+            })
+            .expect("an async call panicked");
+            assert_eq!(got, want, "prompt {prompt:?}, {sampling:?}");
+        }
+    }
+}
+
+/// A future dropped after its work was submitted (a caller that gave up waiting) cancels
+/// only the readback: the session has taken the step, its readback buffer is usable again,
+/// and the next decode continues from the dropped step's token, fed on the GPU.
+#[test]
+fn dropping_an_async_decode_keeps_the_session_consistent() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    for model in models() {
+        let mut s = model.session(&SessionOptions::default()).unwrap();
+        let mut want = vec![s.prefill(&[&[5, 6, 7]]).unwrap()];
+        for _ in 0..3 {
+            want.push(s.decode().unwrap());
+        }
+
+        let mut s = model.session(&SessionOptions::default()).unwrap();
+        let first = pollster::block_on(s.prefill_async(&[&[5, 6, 7]])).unwrap();
+        assert_eq!(first, want[0]);
+        {
+            let mut fut = std::pin::pin!(s.decode_async());
+            let mut cx = Context::from_waker(Waker::noop());
+            // The first poll submits the step; the result is thrown away whether it is
+            // ready already or not.
+            let _ = matches!(fut.as_mut().poll(&mut cx), Poll::Ready(_));
+        }
+        assert_eq!(s.position(), 4, "the dropped step was taken");
+        assert_eq!(s.decode().unwrap(), want[2]);
+        assert_eq!(pollster::block_on(s.decode_async()).unwrap(), want[3]);
+    }
 }

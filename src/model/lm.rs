@@ -781,8 +781,21 @@ impl Session {
     }
 
     /// Runs a plan (and the sampler when `sample`) over `len` tokens per sequence in one
-    /// submit; when sampling, the chosen tokens are copied out in the same submit.
+    /// submit; when sampling, the chosen tokens are copied out in the same submit. Waits for
+    /// that submission only (not for other work on a shared queue).
     fn submit(&mut self, decode: bool, len: u32, sample: bool) -> Result<Option<Vec<u32>>> {
+        let submission = self.enqueue(decode, len, sample);
+        let ctx = &self.m.ctx;
+        if sample {
+            Ok(Some(ctx.map_read_after(&self.readback, self.batch, submission)?))
+        } else {
+            ctx.check()?;
+            Ok(None)
+        }
+    }
+
+    /// Records and submits what [`Session::submit`] runs, without waiting for it.
+    fn enqueue(&mut self, decode: bool, len: u32, sample: bool) -> wgpu::SubmissionIndex {
         let ctx = self.m.ctx.clone();
         let (plan, sampler) = if decode {
             (&mut self.decode, &mut self.decode_sample)
@@ -817,13 +830,7 @@ impl Session {
                 (self.batch * 4) as u64,
             );
         }
-        ctx.queue().submit([enc.finish()]);
-        if sample {
-            Ok(Some(ctx.map_read(&self.readback, self.batch)?))
-        } else {
-            ctx.check()?;
-            Ok(None)
-        }
+        ctx.submit([enc.finish()])
     }
 
     /// [`Session::submit`] with every dispatch timed (see [`crate::profile`]): the same
@@ -1004,6 +1011,58 @@ impl Session {
         let out = self.submit(true, 1, true)?.unwrap_or_default();
         self.position += 1;
         Ok(out)
+    }
+
+    /// The async form of [`Session::prefill`]: submits every chunk of the prompts at once and
+    /// resolves to the next token of each sequence when the GPU has finished, without
+    /// blocking the caller's thread (a poll thread owned by the context waits for the
+    /// device; see [`GpuContext::map_read_async`]). The session's state has advanced when the
+    /// future is first polled; dropping it before it resolves loses only the returned ids
+    /// (the next `decode` still feeds them, from the GPU).
+    ///
+    /// ```no_run
+    /// # fn main() -> mamba_wgpu::Result<()> {
+    /// # let ctx = std::sync::Arc::new(mamba_wgpu::GpuContext::new()?);
+    /// # let model = mamba_wgpu::Model::load(ctx, std::path::Path::new("models/tiny-mamba-en"))?;
+    /// let mut session = model.session(&Default::default())?;
+    /// // Any executor works; pollster is the smallest.
+    /// let first = pollster::block_on(session.prefill_async(&[&[1, 2, 3]]))?;
+    /// let second = pollster::block_on(session.decode_async())?;
+    /// # let _ = (first, second);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn prefill_async(&mut self, prompts: &[&[u32]]) -> Result<Vec<u32>> {
+        let len = self.check_prompts(prompts)?;
+        let mut submission = None;
+        let mut t0 = 0;
+        while t0 < len {
+            let n = self.chunk.min(len - t0);
+            self.upload_ids(prompts, t0, n);
+            submission = Some(self.enqueue(false, n as u32, t0 + n == len));
+            t0 += n;
+        }
+        self.position += len;
+        let submission =
+            submission.ok_or_else(|| Error::Gpu("prefill produced no token".into()))?;
+        let ctx = self.m.ctx.clone();
+        ctx.check()?;
+        ctx.map_read_async(&self.readback, self.batch, submission)
+            .await
+    }
+
+    /// The async form of [`Session::decode`]: one submit, resolved when the ids are back,
+    /// without blocking the caller's thread (see [`Session::prefill_async`]).
+    pub async fn decode_async(&mut self) -> Result<Vec<u32>> {
+        if self.position == 0 {
+            return Err(Error::InvalidInput("decode before any prefill".into()));
+        }
+        let submission = self.enqueue(true, 1, true);
+        self.position += 1;
+        let ctx = self.m.ctx.clone();
+        ctx.check()?;
+        ctx.map_read_async(&self.readback, self.batch, submission)
+            .await
     }
 
     /// Feeds prompts and returns the logits `[batch, len, vocab]` of every position (the
