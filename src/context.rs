@@ -450,9 +450,8 @@ impl GpuContext {
     }
 
     /// Hands a submission to the background poll thread (started on first use), which waits
-    /// for it off the caller's thread and then settles `slot`: by then wgpu has run every
-    /// callback of that submission (a buffer map among them), so a slot still empty means the
-    /// callback will never come.
+    /// for it off the caller's thread and then settles `slot` with the poll's outcome. The
+    /// map callback itself may run there or on any other thread polling the device.
     fn poll_in_background(&self, submission: wgpu::SubmissionIndex, slot: Arc<Slot>) -> Result<()> {
         let tx = self.poller.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<PollJob>();
@@ -825,24 +824,27 @@ impl<T: bytemuck::Pod> Future for Readback<'_, T> {
             this.finish();
             return Poll::Ready(Err(e));
         }
-        let (mapped, polled) = {
+        let outcome = {
             let Ok(mut st) = this.slot.0.lock() else {
                 this.finish();
                 return Poll::Ready(Err(Error::Gpu("readback state poisoned".into())));
             };
-            if st.mapped.is_none() && st.polled.is_none() {
-                st.waker = Some(cx.waker().clone());
-                return Poll::Pending;
+            match (st.mapped, &st.polled) {
+                (Some(true), _) => Ok(()),
+                (Some(false), _) => Err(Error::Gpu("mapping a readback buffer failed".into())),
+                (None, Some(Err(e))) => Err(Error::Gpu(e.clone())),
+                // Not mapped yet. A poll that returned Ok has seen the submission finish, but
+                // the map callback may be running on another thread that polled the same
+                // device (wgpu runs each callback on whichever thread's poll collected it),
+                // so wait for it: it always comes, with an error if the map was refused or
+                // the buffer dropped. The waker is stored under the lock the callback takes.
+                (None, _) => {
+                    st.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
             }
-            (st.mapped, st.polled.clone())
         };
-        let out = match (mapped, polled) {
-            (Some(true), _) => this.copy_out(),
-            (Some(false), _) => Err(Error::Gpu("mapping a readback buffer failed".into())),
-            (None, Some(Err(e))) => Err(Error::Gpu(e)),
-            // The poll returned and wgpu ran that submission's callbacks without ours.
-            (None, _) => Err(Error::Gpu("buffer map callback never ran".into())),
-        };
+        let out = outcome.and_then(|_| this.copy_out());
         this.finish();
         Poll::Ready(out.and_then(|v| this.ctx.check().map(|_| v)))
     }
