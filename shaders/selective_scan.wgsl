@@ -45,7 +45,7 @@ struct Params {
     z_stride: u32,
     y_stride: u32,
     flags: u32,
-    _pad0: u32,
+    dt_rank: u32, // 0 here: this kernel reads dt after dt_proj
     _pad1: u32,
 }
 

@@ -3,10 +3,13 @@
 //
 // Bindings: 0 params (uniform);
 //           1 dt  f32 rows, dt before bias/softplus at dt[dt_offset + r*dt_stride + d] (read);
+//             with dt_rank = k > 0, dt_proj's input (k values at dt[dt_offset + r*dt_stride + j]),
+//             dt_proj then applied here (see delta());
 //           2 bc  f32 rows, B_t[n] at bc[bc_offset + r*bc_stride + n], C_t[n] at the same + d_state;
 //           3 x   f32 rows at x[x_offset + r*x_stride + d];  4 z (gate) at z[z_offset + r*z_stride + d];
 //           5 ssm per-layer constants packed: A_log[d, n] at ssm[d*N + n], D[d] at
-//             ssm[d_inner*N + d], dt_bias[d] at ssm[d_inner*N + d_inner + d];
+//             ssm[d_inner*N + d], dt_bias[d] at ssm[d_inner*N + d_inner + d], and when
+//             dt_rank > 0 dt_proj's weight W[d, j] at ssm[d_inner*N + 2*d_inner + j*d_inner + d];
 //           6 state f32 [batch, d_inner, N] (read_write), updated in place;
 //           7 y f32 rows, written at y[r*y_stride + d].
 //           Row r = b*len + t (r = b for decode); N = d_state <= MAX_D_STATE.
@@ -40,7 +43,7 @@ struct Params {
     z_stride: u32,
     y_stride: u32,
     flags: u32,
-    _pad0: u32,
+    dt_rank: u32,
     _pad1: u32,
 }
 
@@ -74,6 +77,25 @@ fn softplus(v: f32) -> f32 {
     let series = 1.0 + t * (1.0 / 3.0 + t * (1.0 / 5.0 + t * (1.0 / 7.0 + t * (1.0 / 9.0
         + t * (1.0 / 11.0 + t * (1.0 / 13.0 + t * (1.0 / 15.0)))))));
     return max(v, 0.0) + 2.0 * s * series;
+}
+
+// Δ of row r, channel d: softplus(dt + dt_bias). With dt_rank = 0, dt is read; otherwise it
+// is dt_proj applied here, Σ_j W[d, j]·dt_in[j] over the row's first dt_rank x_proj outputs
+// (lane-uniform addresses), with W stored transposed in ssm so that the lanes (consecutive d)
+// read consecutive words. Summed in j order, in f32.
+fn delta(r: u32, d: u32, dt_bias: f32) -> f32 {
+    let base = params.dt_offset + r * params.dt_stride;
+    if (params.dt_rank == 0u) {
+        return softplus(dt[base + d] + dt_bias);
+    }
+    let d_inner = params.d_inner;
+    var w = d_inner * (params.d_state + 2u) + d;
+    var acc = 0.0;
+    for (var j = 0u; j < params.dt_rank; j++) {
+        acc += ssm[w] * dt[base + j];
+        w += d_inner;
+    }
+    return softplus(acc + dt_bias);
 }
 
 // bc[base + n0 + i] for the lanes n0 + i < N, 0 past N (so those lanes of h stay 0).
@@ -161,7 +183,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let r = b * len + t;
             let bb = params.bc_offset + r * params.bc_stride;
             let cb = bb + n_state;
-            let dlt = softplus(dt[params.dt_offset + r * params.dt_stride + d] + dt_bias);
+            let dlt = delta(r, d, dt_bias);
             let xv = x[params.x_offset + r * params.x_stride + d];
             let dx = dlt * xv;
             // Blocks wholly past N are skipped (a uniform branch); their lanes stay 0.
@@ -192,7 +214,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var t = 0u; t < len; t++) {
         let r = b * len + t;
         let bb = params.bc_offset + r * params.bc_stride;
-        let dlt = softplus(dt[params.dt_offset + r * params.dt_stride + d] + dt_bias);
+        let dlt = delta(r, d, dt_bias);
         let xv = x[params.x_offset + r * params.x_stride + d];
         var s = 0.0;
         for (var n = 0u; n < n_state; n++) {

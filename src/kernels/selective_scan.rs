@@ -55,8 +55,11 @@ pub struct SelectiveScanParams {
     pub y_stride: u32,
     /// Bit 0: gate y by silu(z). Bit 1: add D·x.
     pub flags: u32,
-    /// Padding to 16 bytes.
-    pub _pad0: u32,
+    /// 0: `dt` holds dt before bias (column `d` of each row). `k > 0` (selective_state_update
+    /// only): `dt` holds dt_proj's input, `k` columns per row (the first `dt_rank` columns
+    /// of x_proj's output), and the kernel applies dt_proj itself, its weight read from
+    /// `ssm` after dt_bias, transposed (`W[d, j]` at `d_inner·N + 2·d_inner + j·d_inner + d`).
+    pub dt_rank: u32,
     /// Padding to 16 bytes.
     pub _pad1: u32,
 }
@@ -72,7 +75,8 @@ pub struct SelectiveScanBuffers<'a> {
     pub x: &'a wgpu::Buffer,
     /// f32 gate, d_inner columns.
     pub z: &'a wgpu::Buffer,
-    /// per-layer constants packed: A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]`.
+    /// per-layer constants packed: A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]`,
+    /// then (read only when `dt_rank > 0`) dt_proj's weight transposed, `[dt_rank, d_inner]`.
     pub ssm: &'a wgpu::Buffer,
     /// `[batch, d_inner, d_state]` f32 SSM state, read as the initial state and overwritten with the final one.
     pub state: &'a wgpu::Buffer,
@@ -100,6 +104,7 @@ pub const INFO: ShaderInfo = ShaderInfo {
 };
 
 /// Fails when `d_state` is 0 or exceeds [`MAX_D_STATE`] (the shaders do not check it).
+/// `dt_rank > 0` is checked by [`SelectiveScan::bind`]'s caller: see [`check_parallel`].
 pub fn check_params(params: &SelectiveScanParams) -> Result<()> {
     if params.d_state == 0 {
         return Err(Error::Shape("selective scan with d_state = 0".into()));
@@ -110,6 +115,18 @@ pub fn check_params(params: &SelectiveScanParams) -> Result<()> {
             needed: params.d_state as u64,
             limit: MAX_D_STATE as u64,
         });
+    }
+    Ok(())
+}
+
+/// [`check_params`] plus what only the parallel scan refuses: dt_proj applied in the kernel
+/// (`dt_rank > 0`), which only selective_state_update does.
+pub fn check_parallel(params: &SelectiveScanParams) -> Result<()> {
+    check_params(params)?;
+    if params.dt_rank != 0 {
+        return Err(Error::InvalidInput(
+            "selective_scan takes dt after dt_proj (dt_rank must be 0)".into(),
+        ));
     }
     Ok(())
 }

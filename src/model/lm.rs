@@ -64,7 +64,7 @@ pub(crate) trait Mixer: Send + Sync {
     fn act_lens(&self, batch: usize, cap: usize) -> Vec<usize>;
     /// The widest activation per token, in elements (the prefill chunk is cut to fit it).
     fn widest_row(&self) -> usize;
-    /// Bytes of the mixer's weight matrices.
+    /// Bytes of the mixer's weight matrices that one decode step streams.
     fn weight_bytes(&self) -> u64;
     /// Records layer `i`'s mixer.
     fn record(&self, lm: &Lm, plan: &mut Plan, i: usize, r: &Rec<'_>) -> Result<()>;
@@ -787,7 +787,11 @@ impl Session {
         let submission = self.enqueue(decode, len, sample);
         let ctx = &self.m.ctx;
         if sample {
-            Ok(Some(ctx.map_read_after(&self.readback, self.batch, submission)?))
+            Ok(Some(ctx.map_read_after(
+                &self.readback,
+                self.batch,
+                submission,
+            )?))
         } else {
             ctx.check()?;
             Ok(None)

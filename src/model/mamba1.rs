@@ -99,10 +99,17 @@ impl Mamba1 {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");
+            // dt_proj's weight `[e, r]` also goes in transposed, `[r, e]`, for the decode
+            // step's state update, which applies dt_proj itself (one dispatch fewer per
+            // layer; lanes read consecutive words). It is r / (3·d + r + 2n) of a layer's
+            // weights (2% for mamba-130m), kept in f32 whatever the matrices' dtype.
+            let dt_w = src.f32(&format!("{m}dt_proj.weight"), &[e, r])?;
+            let dt_w_t: Vec<f32> = (0..r * e).map(|i| dt_w[(i % e) * r + i / e]).collect();
             let ssm: Vec<f32> = [
                 src.f32(&format!("{m}A_log"), &[e, n])?,
                 src.f32(&format!("{m}D"), &[e])?,
                 src.f32(&format!("{m}dt_proj.bias"), &[e])?,
+                dt_w_t,
             ]
             .concat();
             layers.push(Layer {
@@ -239,7 +246,11 @@ impl Mixer for Mamba1Mixer {
     fn weight_bytes(&self) -> u64 {
         self.layers
             .iter()
-            .map(|l| l.in_proj.bytes() + l.x_proj.bytes() + l.dt_proj.bytes() + l.out_proj.bytes())
+            // Decode reads dt_proj's f32 copy in `ssm` (see `record`), not the matrix.
+            .map(|l| {
+                let dt_proj = (self.cfg.dt_rank * self.cfg.d_inner * 4) as u64;
+                l.in_proj.bytes() + l.x_proj.bytes() + dt_proj + l.out_proj.bytes()
+            })
             .sum()
     }
 
@@ -302,24 +313,30 @@ impl Mixer for Mamba1Mixer {
             dbc_w,
             all.clone(),
         )?;
-        lm.linear(
-            plan,
-            r,
-            &a[DBC],
-            dbc_w,
-            &l.dt_proj,
-            None,
-            &a[DT],
-            e,
-            all.clone(),
-        )?;
+        // Decode applies dt_proj inside the state update (it reads the weight from `ssm`);
+        // prefill runs it as a matmul, whose tiles suit many tokens better.
+        let fuse_dt = r.decode;
+        if !fuse_dt {
+            lm.linear(
+                plan,
+                r,
+                &a[DBC],
+                dbc_w,
+                &l.dt_proj,
+                None,
+                &a[DT],
+                e,
+                all.clone(),
+            )?;
+        }
         let scan_params = move |len| SelectiveScanParams {
             batch: b,
             len,
             d_inner: e,
             d_state: n,
             dt_offset: 0,
-            dt_stride: e,
+            dt_stride: if fuse_dt { dbc_w } else { e },
+            dt_rank: if fuse_dt { rank } else { 0 },
             bc_offset: rank,
             bc_stride: dbc_w,
             x_offset: 0,
@@ -331,7 +348,7 @@ impl Mixer for Mamba1Mixer {
             ..Default::default()
         };
         let scan_bufs = SelectiveScanBuffers {
-            dt: &a[DT],
+            dt: if fuse_dt { &a[DBC] } else { &a[DT] },
             bc: &a[DBC],
             x: &a[XC],
             z: &a[XZ],

@@ -8,7 +8,8 @@ use crate::kernels::selective_scan::SelectiveScanParams;
 /// (row `r = b·len + t`, offsets and strides from [`SelectiveScanParams`]).
 #[derive(Clone, Copy, Debug)]
 pub struct SelectiveScanInputs<'a> {
-    /// dt before bias and softplus: `dt[dt_offset + r·dt_stride + d]`.
+    /// dt before bias and softplus: `dt[dt_offset + r·dt_stride + d]`; with `dt_rank = k > 0`,
+    /// dt_proj's input instead: `k` values at `dt[dt_offset + r·dt_stride + j]`.
     pub dt: &'a [f32],
     /// B and C rows: `B_t[n] = bc[bc_offset + r·bc_stride + n]`, `C_t[n]` at `+ d_state`.
     pub bc: &'a [f32],
@@ -17,7 +18,8 @@ pub struct SelectiveScanInputs<'a> {
     /// The gate: `z[z_offset + r·z_stride + d]` (read only when `flags & 1`).
     pub z: &'a [f32],
     /// Per-layer constants: `A_log[d, n]` at `d·N + n`, `D[d]` at `d_inner·N + d`,
-    /// `dt_bias[d]` at `d_inner·N + d_inner + d`.
+    /// `dt_bias[d]` at `d_inner·N + d_inner + d`, and with `dt_rank = k > 0` dt_proj's
+    /// weight `W[d, j]` at `d_inner·N + 2·d_inner + j·d_inner + d`.
     pub ssm: &'a [f32],
 }
 
@@ -36,7 +38,8 @@ pub fn silu(v: f32) -> f32 {
 }
 
 /// The selective scan, one token after the other. For each sequence `b`, channel `d` and
-/// state `n`, with `Δ_t = softplus(dt + dt_bias[d])` and `A = -exp(A_log)`:
+/// state `n`, with `Δ_t = softplus(dt + dt_bias[d])` and `A = -exp(A_log)` (with `dt_rank = k > 0`,
+/// `dt = Σ_j W[d, j]·dt_in[j]`, dt_proj applied here):
 ///
 /// `h_t[n] = exp(Δ_t·A[d,n])·h_{t-1}[n] + Δ_t·B_t[n]·x_t`, starting from `h_{-1}` = `state`;
 /// `y_t = Σ_n C_t[n]·h_t[n]`, plus `D[d]·x_t` when `flags & 2`, times `silu(z_t)` when `flags & 1`.
@@ -63,7 +66,17 @@ pub fn selective_scan(
             let h = &mut state[(b * d_inner + d) * ns..][..ns];
             for t in 0..len {
                 let r = b * len + t;
-                let delta = softplus(inp.dt[at(p.dt_offset, r, p.dt_stride, d)] + dt_bias);
+                let dt = if p.dt_rank == 0 {
+                    inp.dt[at(p.dt_offset, r, p.dt_stride, d)]
+                } else {
+                    let w = d_inner * (ns + 2) + d;
+                    (0..p.dt_rank as usize)
+                        .map(|j| {
+                            inp.ssm[w + j * d_inner] * inp.dt[at(p.dt_offset, r, p.dt_stride, j)]
+                        })
+                        .sum()
+                };
+                let delta = softplus(dt + dt_bias);
                 let xv = inp.x[at(p.x_offset, r, p.x_stride, d)];
                 let bc_row = at(p.bc_offset, r, p.bc_stride, 0);
                 let (b_t, c_t) = (&inp.bc[bc_row..][..ns], &inp.bc[bc_row + ns..][..ns]);

@@ -525,3 +525,144 @@ fn selective_scan_kernels_fold_many_workgroups() {
         assert_scan_close("fold state", &got_state, &want_state);
     }
 }
+
+/// selective_state_update with dt_proj applied in the kernel (`dt_rank > 0`, the decode
+/// step's form): dt_proj's input sits in the first `rank` columns of the bc rows (as x_proj
+/// writes them) and its weight, transposed, after dt_bias in `ssm`. Checked against the twin
+/// on the same call, and the twin's fused path against its plain one fed `W·dt_in` computed
+/// here in f64, so a shared mistake in the fused addressing would show.
+#[test]
+fn selective_state_update_applies_dt_proj() {
+    let mut i = 0u64;
+    for &(batch, len, d_inner, n, rank) in &[
+        (1, 1, 1, 1, 1),
+        (1, 1, 65, 16, 48),
+        (3, 1, 72, 17, 5),
+        (2, 3, 63, 8, 7),
+        (1, 1, 200, 12, 160),
+    ] {
+        i += 1;
+        let what = format!("batch {batch} len {len} d_inner {d_inner} d_state {n} rank {rank}");
+        let p = Problem::new(500 + i, batch, len, d_inner, n, true);
+        let rows = batch * len;
+        // W ~ U(-0.5, 0.5)/sqrt(rank)-ish and dt_in ~ U(-1, 1): W·dt_in spans a few units,
+        // around dt_bias's [-4, -1], so softplus sees both of its regimes.
+        let w = rand_vec(600 + i, d_inner * rank, -1.5, 1.5);
+        let dt_in = rand_vec(700 + i, rows * rank, -1.0, 1.0);
+        let mut ssm = p.ssm.clone();
+        ssm.extend((0..rank * d_inner).map(|k| w[(k % d_inner) * rank + k / d_inner]));
+
+        // bc rows: [dt_in (rank) | B (n) | C (n)], as x_proj's output.
+        let stride = rank + 2 * n;
+        let mut bc = vec![f32::NAN; rows * stride];
+        for r in 0..rows {
+            bc[r * stride..][..rank].copy_from_slice(&dt_in[r * rank..][..rank]);
+            bc[r * stride + rank..][..n].copy_from_slice(&p.b[r * n..][..n]);
+            bc[r * stride + rank + n..][..n].copy_from_slice(&p.c[r * n..][..n]);
+        }
+        let params = SelectiveScanParams {
+            batch: batch as u32,
+            len: len as u32,
+            d_inner: d_inner as u32,
+            d_state: n as u32,
+            dt_offset: 0,
+            dt_stride: stride as u32,
+            dt_rank: rank as u32,
+            bc_offset: rank as u32,
+            bc_stride: stride as u32,
+            x_offset: 0,
+            x_stride: d_inner as u32,
+            z_offset: 0,
+            z_stride: d_inner as u32,
+            y_stride: d_inner as u32,
+            flags: GATE | SKIP,
+            ..Default::default()
+        };
+        let inp = SelectiveScanInputs {
+            dt: &bc,
+            bc: &bc,
+            x: &p.x,
+            z: &p.z,
+            ssm: &ssm,
+        };
+        let mut want_state = p.state0.clone();
+        let mut want_y = vec![0.0; rows * d_inner];
+        selective_scan(&params, inp, &mut want_state, &mut want_y);
+
+        // The plain path on dt = W·dt_in.
+        let dt: Vec<f32> = (0..rows * d_inner)
+            .map(|k| {
+                let (r, d) = (k / d_inner, k % d_inner);
+                (0..rank)
+                    .map(|j| w[d * rank + j] as f64 * dt_in[r * rank + j] as f64)
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        let plain = SelectiveScanParams {
+            dt_stride: d_inner as u32,
+            dt_rank: 0,
+            ..params
+        };
+        let mut plain_state = p.state0.clone();
+        let mut plain_y = vec![0.0; rows * d_inner];
+        let inp_plain = SelectiveScanInputs { dt: &dt, ..inp };
+        selective_scan(&plain, inp_plain, &mut plain_state, &mut plain_y);
+        assert_scan_close(&format!("{what}: twin fused vs plain y"), &want_y, &plain_y);
+        assert_scan_close(
+            &format!("{what}: twin fused vs plain state"),
+            &want_state,
+            &plain_state,
+        );
+
+        let ctx = ctx();
+        let (bc_buf, x, z, ssm_buf, y) = (
+            upload(&bc),
+            upload(&p.x),
+            upload(&p.z),
+            upload(&ssm),
+            zeros(rows * d_inner),
+        );
+        let state = upload(&p.state0);
+        let bufs = SelectiveScanBuffers {
+            dt: &bc_buf,
+            bc: &bc_buf,
+            x: &x,
+            z: &z,
+            ssm: &ssm_buf,
+            state: &state,
+            y: &y,
+        };
+        let d = SelectiveStateUpdate::new(ctx)
+            .unwrap()
+            .bind(ctx, &params, bufs);
+        run(ctx, &[&d]).unwrap();
+        assert_scan_close(
+            &format!("{what}: y"),
+            &read::<f32>(&y, rows * d_inner),
+            &want_y,
+        );
+        assert_scan_close(
+            &format!("{what}: state"),
+            &read::<f32>(&state, want_state.len()),
+            &want_state,
+        );
+    }
+}
+
+/// The parallel scan takes dt after dt_proj; asking it to apply dt_proj is refused.
+#[test]
+fn selective_scan_refuses_dt_rank() {
+    let p = SelectiveScanParams {
+        batch: 1,
+        len: 4,
+        d_inner: 8,
+        d_state: 4,
+        dt_rank: 2,
+        ..Default::default()
+    };
+    assert!(check_params(&p).is_ok());
+    assert!(matches!(
+        mamba_wgpu::kernels::selective_scan::check_parallel(&p),
+        Err(mamba_wgpu::Error::InvalidInput(_))
+    ));
+}
