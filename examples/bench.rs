@@ -38,8 +38,9 @@ struct Args {
     /// Sequences.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Weight storage of the big matrices: f32 or f16 (f16 halves the bytes each decode step
-    /// streams; sums, activations and states stay f32).
+    /// Weight storage of the big matrices: f32, f16, q8_0 or q4_0 (f16 halves the bytes each
+    /// decode step streams, q8_0 and q4_0 leave 0.28 and 0.16 of them; sums, activations and
+    /// states stay f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// Where the big matrices live: auto (textures on CPU adapters such as lavapipe, storage

@@ -5,7 +5,8 @@
 //! cargo run --release --example logits -- --model DIR|FILE.gguf --ids 1,2,3 --out FILE [--greedy N]
 //! ```
 //! `--model` takes a checkpoint folder or a GGUF file (llama.cpp's `mamba`/`mamba2`, F32, F16,
-//! BF16 or Q8_0; a Mamba-2 GGUF runs without the time_step_limit clamp, which GGUF cannot store).
+//! BF16, Q8_0 or Q4_0; a Mamba-2 GGUF runs without the time_step_limit clamp, which GGUF cannot
+//! store).
 //! The greedy tokens are a prefill and then N-1 cached decode steps, never stopping at an
 //! end-of-sequence token.
 

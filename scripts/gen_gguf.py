@@ -16,8 +16,12 @@ writer, name map and quantizers), without torch or llama.cpp itself:
   reshaped to [H, 1] and its norm to [n_groups, d_inner / n_groups]; a tied lm_head absent.
 * types as the converter picks them: 1-D tensors, norms, the conv weight and every tensor whose
   name does not end in ``.weight`` (A, D, biases) stay F32; the other matrices take the file
-  type (F32, F16, BF16, Q8_0); a matrix Q8_0 cannot hold (row length not a multiple of 32)
-  falls back to F16, as the converter's ``QuantError`` handler does.
+  type (F32, F16, BF16, Q8_0, Q4_0); a matrix Q8_0 or Q4_0 cannot hold (row length not a
+  multiple of 32) falls back to F16, as the converter's ``QuantError`` handler does. The
+  converter itself stops at Q8_0 (llama.cpp makes Q4_0 with ``llama-quantize``, whose type
+  mixes differ per tensor); the Q4_0 files apply the same per-tensor choice as Q8_0 with
+  gguf-py's Q4_0 quantizer (``quantize_row_q4_0_ref``'s rule), so every matrix that can be
+  Q4_0 is.
 * vocabulary (``tiny_tied`` and ``g1_small`` files only): a small byte-level BPE trained here
   with the ``tokenizers`` package on the paragraph below (GPT-2 regex, no prefix space, as
   GPT-NeoX), stored as ``_set_vocab_gpt2`` does: ``tokenizer.ggml.model`` gpt2, ``pre``
@@ -52,9 +56,9 @@ FIXTURES = ROOT / "tests" / "fixtures"
 
 # (family dir, fixture, file types, with a vocabulary)
 FILES = [
-    ("mamba1", "tiny_tied", ["F32", "F16", "BF16", "Q8_0"], True),
+    ("mamba1", "tiny_tied", ["F32", "F16", "BF16", "Q8_0", "Q4_0"], True),
     ("mamba1", "untied_dconv3", ["F32", "F16"], False),
-    ("mamba2", "g1_small", ["F32", "F16", "BF16", "Q8_0"], True),
+    ("mamba2", "g1_small", ["F32", "F16", "BF16", "Q8_0", "Q4_0"], True),
     ("mamba2", "groups2_hd12", ["F32", "F16"], False),
 ]
 
@@ -63,6 +67,7 @@ FTYPES = {
     "F16": (gguf.LlamaFileType.MOSTLY_F16, gguf.GGMLQuantizationType.F16),
     "BF16": (gguf.LlamaFileType.MOSTLY_BF16, gguf.GGMLQuantizationType.BF16),
     "Q8_0": (gguf.LlamaFileType.MOSTLY_Q8_0, gguf.GGMLQuantizationType.Q8_0),
+    "Q4_0": (gguf.LlamaFileType.MOSTLY_Q4_0, gguf.GGMLQuantizationType.Q4_0),
 }
 
 # Training text for the tokenizers: written for this project, lower case and plain punctuation
@@ -216,7 +221,8 @@ def main() -> None:
     for family, name, ftypes, vocab in FILES:
         for ft in ftypes:
             p = convert(family, name, ft, vocab, args.out)
-            print(f"{p.relative_to(ROOT)}: {p.stat().st_size} bytes")
+            shown = p.relative_to(ROOT) if p.is_relative_to(ROOT) else p
+            print(f"{shown}: {p.stat().st_size} bytes")
 
 
 if __name__ == "__main__":

@@ -92,6 +92,9 @@ impl GgmlType {
     pub const F32: GgmlType = GgmlType(0);
     /// IEEE half floats.
     pub const F16: GgmlType = GgmlType(1);
+    /// Blocks of 32 weights: an f16 scale `d`, then 16 bytes `qs` of two 4-bit quants each;
+    /// for j < 16, weight j = d · ((qs_j & 0xF) − 8) and weight j + 16 = d · ((qs_j >> 4) − 8).
+    pub const Q4_0: GgmlType = GgmlType(2);
     /// Blocks of 32 weights: an f16 scale `d`, then 32 signed bytes `q`; weight = d · q.
     pub const Q8_0: GgmlType = GgmlType(8);
     /// bfloat16 (the top half of an f32).
@@ -101,6 +104,10 @@ impl GgmlType {
     pub const Q8_0_BLOCK: usize = 32;
     /// Bytes per [`Q8_0`](Self::Q8_0) block (2-byte scale + 32 quants).
     pub const Q8_0_BLOCK_BYTES: usize = 34;
+    /// Elements per [`Q4_0`](Self::Q4_0) block.
+    pub const Q4_0_BLOCK: usize = 32;
+    /// Bytes per [`Q4_0`](Self::Q4_0) block (2-byte scale + 16 bytes of two quants each).
+    pub const Q4_0_BLOCK_BYTES: usize = 18;
 
     fn entry(self) -> Option<&'static (u32, &'static str, u64, u64)> {
         GGML_TYPES.iter().find(|t| t.0 == self.0)
@@ -934,8 +941,8 @@ impl Gguf {
             .ok_or_else(|| Error::tensor(&self.path, name, "data lies past the end of the file"))
     }
 
-    /// A tensor converted to f32 (row-major, [`TensorInfo::shape`]) from F32, F16, BF16 or
-    /// Q8_0; every value must be finite (a Q8_0 block's scale as well).
+    /// A tensor converted to f32 (row-major, [`TensorInfo::shape`]) from F32, F16, BF16, Q8_0
+    /// or Q4_0; every value must be finite (a Q8_0 or Q4_0 block's scale as well).
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.info(name)?;
         let bytes = self.tensor_bytes(name)?;
@@ -967,11 +974,30 @@ impl Gguf {
                 }
                 out
             }
+            GgmlType::Q4_0 => {
+                let mut out = Vec::with_capacity(t.elements());
+                for (b, block) in bytes.chunks_exact(GgmlType::Q4_0_BLOCK_BYTES).enumerate() {
+                    let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+                    if !d.is_finite() {
+                        return Err(Error::tensor(
+                            &self.path,
+                            name,
+                            format!("Q4_0 block {b} has scale {d} (weights must be finite)"),
+                        ));
+                    }
+                    // Byte j holds weight j in its low nibble and weight j + 16 in its high
+                    // one, each offset by 8.
+                    let qs = &block[2..];
+                    out.extend(qs.iter().map(|&q| d * ((q & 0xF) as i32 - 8) as f32));
+                    out.extend(qs.iter().map(|&q| d * ((q >> 4) as i32 - 8) as f32));
+                }
+                out
+            }
             other => {
                 return Err(Error::tensor(
                     &self.path,
                     name,
-                    format!("type {other} is not supported (F32, F16, BF16, Q8_0 are)"),
+                    format!("type {other} is not supported (F32, F16, BF16, Q8_0, Q4_0 are)"),
                 ))
             }
         };

@@ -76,24 +76,40 @@ pub enum WeightDtype {
     /// are quantised on load as ggml does (`d = max|v| / 127`, `q = round(v / d)`). Read by a
     /// kernel that dequantises as it goes (storage buffers only).
     Q8_0,
+    /// ggml's Q4_0: blocks of 32 values sharing an f16 scale `d`, each value `d · (q − 8)` with
+    /// `q` a 4-bit unsigned quant, 5 u32 words per block (the scale's bits, then the 16 bytes of
+    /// two quants each): see [`crate::kernels::gemv_q4_0`]. 0.625 bytes per value. Rows must be
+    /// whole blocks (`cols % 32 == 0`). A GGUF file's Q4_0 tensors are uploaded as they are;
+    /// other sources are quantised on load as ggml does (`d = max / −8` with `max` the value of
+    /// largest magnitude, sign kept; `q = min(15, trunc(v / d + 8.5))`). Read by a kernel that
+    /// dequantises as it goes (storage buffers only).
+    Q4_0,
 }
 
 impl WeightDtype {
+    /// Whether values are stored in 32-value blocks with a shared scale (Q8_0, Q4_0): rows must
+    /// be whole blocks, and only storage buffers hold them.
+    pub fn is_blocks(self) -> bool {
+        matches!(self, WeightDtype::Q8_0 | WeightDtype::Q4_0)
+    }
+
     /// u32 words of one row of `cols` values.
     pub fn row_words(self, cols: usize) -> usize {
         match self {
             WeightDtype::F32 => cols,
             WeightDtype::F16 => cols.div_ceil(2),
             WeightDtype::Q8_0 => cols.div_ceil(32) * 9,
+            WeightDtype::Q4_0 => cols.div_ceil(32) * 5,
         }
     }
 
-    /// The name used in options and reports (`f32`, `f16`, `q8_0`).
+    /// The name used in options and reports (`f32`, `f16`, `q8_0`, `q4_0`).
     pub fn name(self) -> &'static str {
         match self {
             WeightDtype::F32 => "f32",
             WeightDtype::F16 => "f16",
             WeightDtype::Q8_0 => "q8_0",
+            WeightDtype::Q4_0 => "q4_0",
         }
     }
 }
@@ -106,8 +122,9 @@ impl std::str::FromStr for WeightDtype {
             "f32" => Ok(WeightDtype::F32),
             "f16" => Ok(WeightDtype::F16),
             "q8_0" => Ok(WeightDtype::Q8_0),
+            "q4_0" => Ok(WeightDtype::Q4_0),
             other => Err(Error::InvalidInput(format!(
-                "unknown weight dtype `{other}` (f32, f16 or q8_0)"
+                "unknown weight dtype `{other}` (f32, f16, q8_0 or q4_0)"
             ))),
         }
     }
@@ -270,7 +287,7 @@ impl PagedMatrix {
     /// Whether a matrix of `cols` columns can live in textures on `ctx`: whole 8-column blocks
     /// (what the texture kernels read at a time) and one row within the texture width.
     pub fn texture_fits(ctx: &GpuContext, cols: usize, dtype: WeightDtype) -> bool {
-        dtype != WeightDtype::Q8_0
+        !dtype.is_blocks()
             && cols > 0
             && cols.is_multiple_of(8)
             && texels_per_row(cols, dtype) <= ctx.texture_dimension_limit() as usize
@@ -295,9 +312,10 @@ impl PagedMatrix {
                 data.len()
             )));
         }
-        if dtype == WeightDtype::Q8_0 && !cols.is_multiple_of(32) {
+        if dtype.is_blocks() && !cols.is_multiple_of(32) {
             return Err(Error::Shape(format!(
-                "{label}: Q8_0 storage needs rows of whole 32-value blocks, got {cols} columns"
+                "{label}: {} storage needs rows of whole 32-value blocks, got {cols} columns",
+                dtype.name()
             )));
         }
         if dtype == WeightDtype::F16 {
@@ -333,12 +351,42 @@ impl PagedMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<Self> {
-        let row_words = WeightDtype::Q8_0.row_words(cols);
-        if rows == 0 || !cols.is_multiple_of(32) || rows.checked_mul(row_words) != Some(words.len())
+        Self::from_block_words(ctx, label, words, rows, cols, WeightDtype::Q8_0)
+    }
+
+    /// Uploads a `[rows, cols]` matrix already in the Q4_0 words of
+    /// [`crate::kernels::gemv_q4_0::repack_q4_0`] (a GGUF file's Q4_0 tensor, uploaded without
+    /// widening), paged to the binding limit.
+    pub fn from_q4_0_words(
+        ctx: &GpuContext,
+        label: &str,
+        words: &[u32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        Self::from_block_words(ctx, label, words, rows, cols, WeightDtype::Q4_0)
+    }
+
+    /// [`PagedMatrix::from_q8_0_words`] and [`PagedMatrix::from_q4_0_words`]: `words` in the
+    /// layout of `dtype`, a block format.
+    fn from_block_words(
+        ctx: &GpuContext,
+        label: &str,
+        words: &[u32],
+        rows: usize,
+        cols: usize,
+        dtype: WeightDtype,
+    ) -> Result<Self> {
+        let row_words = dtype.row_words(cols);
+        if rows == 0
+            || !dtype.is_blocks()
+            || !cols.is_multiple_of(32)
+            || rows.checked_mul(row_words) != Some(words.len())
         {
             return Err(Error::Shape(format!(
-                "{label}: {} Q8_0 words for [{rows}, {cols}]",
-                words.len()
+                "{label}: {} {} words for [{rows}, {cols}]",
+                words.len(),
+                dtype.name()
             )));
         }
         let row_bytes = row_words as u64 * 4;
@@ -354,7 +402,7 @@ impl PagedMatrix {
             pages: words_to_pages(ctx, label, words, rows, row_words)?,
             rows,
             cols,
-            dtype: WeightDtype::Q8_0,
+            dtype,
         })
     }
 
@@ -381,8 +429,8 @@ fn texels_per_row(cols: usize, dtype: WeightDtype) -> usize {
     match dtype {
         WeightDtype::F32 => cols / 4,
         WeightDtype::F16 => cols / 8,
-        // Never stored in textures (`texture_fits` is false); the 9-word blocks' 16-byte count.
-        WeightDtype::Q8_0 => (cols / 32 * 9).div_ceil(4),
+        // Never stored in textures (`texture_fits` is false); the blocks' 16-byte count.
+        WeightDtype::Q8_0 | WeightDtype::Q4_0 => dtype.row_words(cols).div_ceil(4),
     }
 }
 
@@ -413,6 +461,10 @@ fn buffer_pages(
         }
         WeightDtype::Q8_0 => {
             packed = quantize_q8_0_rows(data, rows, cols)?;
+            &packed
+        }
+        WeightDtype::Q4_0 => {
+            packed = quantize_q4_0_rows(data, rows, cols)?;
             &packed
         }
     };
@@ -463,13 +515,15 @@ fn texture_pages(
     let rows_per_page = rows_per_line * limit;
     let format = match dtype {
         WeightDtype::F32 => wgpu::TextureFormat::Rgba32Float,
-        WeightDtype::F16 | WeightDtype::Q8_0 => wgpu::TextureFormat::Rgba32Uint,
+        WeightDtype::F16 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => wgpu::TextureFormat::Rgba32Uint,
     };
     let words_of = |rows: &[f32]| -> Vec<u32> {
         match dtype {
             WeightDtype::F32 => bytemuck::cast_slice(rows).to_vec(),
             WeightDtype::F16 => pack_f16_texels(rows),
-            WeightDtype::Q8_0 => unreachable!("Q8_0 is never stored in textures"),
+            WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
+                unreachable!("block formats are never stored in textures")
+            }
         }
     };
     let mut pages = Vec::new();
@@ -553,6 +607,50 @@ pub fn quantize_q8_0_rows(data: &[f32], rows: usize, cols: usize) -> Result<Vec<
         for q in block.chunks_exact(4) {
             let b = |v: f32| ((v * id).round() as i32 as i8) as u8;
             out.push(u32::from_le_bytes([b(q[0]), b(q[1]), b(q[2]), b(q[3])]));
+        }
+    }
+    Ok(out)
+}
+
+/// Quantises a row-major `[rows, cols]` f32 matrix (`cols % 32 == 0`) to Q4_0 as ggml's
+/// reference quantiser (`quantize_row_q4_0_ref`) does, in the kernel's words: per block of 32,
+/// `max` the value of largest magnitude with its sign (the first such), `d = max / −8` stored
+/// as f16, `q = min(15, trunc(v / d + 8.5))` computed as `v · (1/d) + 8.5` with the f32 `d`
+/// (`max` itself gets q = 0, i.e. −8·d). `|v − f16(d)·(q − 8)|` is at most half a step `|d|/2`
+/// plus 8·|d − f16(d)|, except on the side opposite `max`, where v / d in (7.5, 8] clips to
+/// q = 15 and errs by up to a whole step. A non-finite value is an error.
+pub fn quantize_q4_0_rows(data: &[f32], rows: usize, cols: usize) -> Result<Vec<u32>> {
+    if !cols.is_multiple_of(32) || rows.checked_mul(cols) != Some(data.len()) {
+        return Err(Error::Shape(format!(
+            "Q4_0: {} values for [{rows}, {cols}] (columns must be whole blocks of 32)",
+            data.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(data.len() / 32 * 5);
+    for (i, block) in data.chunks_exact(32).enumerate() {
+        if let Some(j) = block.iter().position(|v| !v.is_finite()) {
+            return Err(Error::InvalidInput(format!(
+                "value {} at [{}, {}] cannot be quantised",
+                block[j],
+                (i * 32 + j) / cols,
+                (i * 32 + j) % cols
+            )));
+        }
+        // The first value of largest magnitude, sign kept (ggml compares with `<`).
+        let max = block
+            .iter()
+            .fold(0.0f32, |m, &v| if m.abs() < v.abs() { v } else { m });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.push(half::f16::from_f32(d).to_bits() as u32);
+        // v · id lies in [−8, 8], so the sum is never negative; −max gives 16, clipped to 15.
+        let q = |v: f32| ((v * id + 8.5) as u32).min(15);
+        // Byte j holds quant j (low nibble) and quant 16 + j (high nibble).
+        for t in 0..4 {
+            let byte = |j: usize| q(block[j]) | q(block[16 + j]) << 4;
+            out.push(
+                byte(4 * t) | byte(4 * t + 1) << 8 | byte(4 * t + 2) << 16 | byte(4 * t + 3) << 24,
+            );
         }
     }
     Ok(out)

@@ -11,11 +11,14 @@ use std::path::{Path, PathBuf};
 use common::fixtures::{cases, fixture_dir, max_diff, Case};
 use common::shared;
 use mamba_wgpu::gguf::{GgmlType, Gguf, ValueType};
+use mamba_wgpu::kernels::gemv_q4_0::repack_q4_0;
 use mamba_wgpu::model::checkpoint::Checkpoint;
 use mamba_wgpu::model::config::{read_json, Mamba1Config, Mamba2Config};
 use mamba_wgpu::model::gguf::{mamba1_config, mamba2_config, GgufWeights};
 use mamba_wgpu::model::weights::WeightSource;
 use mamba_wgpu::model::Family;
+use mamba_wgpu::reference::gemv_q4_0::{dequantize_q4_0, quantize_q4_0};
+use mamba_wgpu::tensor::quantize_q4_0_rows;
 use mamba_wgpu::tokenizer::Tokenizer;
 use mamba_wgpu::{Error, Mamba1, Mamba2, Model, SessionOptions};
 
@@ -32,6 +35,7 @@ enum Ftype {
     F16,
     BF16,
     Q8_0,
+    Q4_0,
 }
 
 impl Ftype {
@@ -41,6 +45,7 @@ impl Ftype {
             Ftype::F16 => "F16",
             Ftype::BF16 => "BF16",
             Ftype::Q8_0 => "Q8_0",
+            Ftype::Q4_0 => "Q4_0",
         }
     }
 }
@@ -111,9 +116,12 @@ impl WeightSource for Rounded {
                 .into_iter()
                 .map(|x| half::bf16::from_f32(x).to_f32())
                 .collect(),
-            // A row that is not whole blocks cannot be Q8_0: the converter falls back to F16.
-            Ftype::Q8_0 if !cols.is_multiple_of(32) => f16(v),
+            // A row that is not whole blocks cannot be Q8_0 or Q4_0: the converter falls back
+            // to F16.
+            Ftype::Q8_0 | Ftype::Q4_0 if !cols.is_multiple_of(32) => f16(v),
             Ftype::Q8_0 => v.chunks(cols).flat_map(q8_0_round_trip).collect(),
+            // ggml's rule as the CPU twin writes it (bit for bit gguf-py's, checked below).
+            Ftype::Q4_0 => dequantize_q4_0(&quantize_q4_0(&v)),
         })
     }
 }
@@ -238,15 +246,20 @@ fn f32_files_give_their_safetensors_twins_logits_and_greedy_tokens() {
 /// plus the f16 scale's own 2^-11: with the fixtures' normal weights a block's max is about
 /// 2.4σ, so Q8_0's error is ~0.005σ per weight, about four times bf16's typical one. Through
 /// the layers that measures 1.6e-3 to 1.8e-3 (F16), 1.4e-2 to 1.6e-2 (BF16) and 5.3e-2 to
-/// 5.4e-2 (Q8_0) · max|logit| on these fixtures; each bar leaves a margin of 2.3 to 2.8. The
-/// tight check is against the rounded twin above (≤ 1e-6); this one only says the rounding
-/// costs what it should.
+/// 5.4e-2 (Q8_0) · max|logit| on these fixtures; each bar leaves a margin of 2.3 to 2.8.
+/// Q4_0's half step is max|block| / 16, about 16 times Q8_0's (~0.15σ per weight, and a whole
+/// step where q clips at 15), so its logits move about 16 times as far: 0.64 (tiny_tied) and
+/// 1.11 (g1_small) · max|logit| measured, as large as the logits themselves on models this
+/// small (d_model 32, 3 layers); the bar, 2.5, leaves a margin of 2.3 to 3.9. The tight
+/// check is against the rounded twin above (≤ 1e-6; for Q4_0 also against the file's own
+/// blocks widened to f32, below); this one only says the rounding costs what it should.
 fn reference_tolerance(ftype: Ftype) -> f32 {
     match ftype {
         Ftype::F32 => 1e-4,
         Ftype::F16 => 5e-3,
         Ftype::BF16 => 4e-2,
         Ftype::Q8_0 => 1.25e-1,
+        Ftype::Q4_0 => 2.5,
     }
 }
 
@@ -254,7 +267,7 @@ fn reference_tolerance(ftype: Ftype) -> f32 {
 fn quantized_files_equal_the_rounded_twin_and_stay_near_transformers() {
     for &(family, name, clamped) in FILES {
         let types: &[Ftype] = if name == "tiny_tied" || name == "g1_small" {
-            &[Ftype::F16, Ftype::BF16, Ftype::Q8_0]
+            &[Ftype::F16, Ftype::BF16, Ftype::Q8_0, Ftype::Q4_0]
         } else {
             &[Ftype::F16]
         };
@@ -325,6 +338,8 @@ fn tensors_hold_the_values_the_converter_rounded() {
     // Straight from the parser, against the safetensors values and bounds from the formats'
     // definitions: F16 within 2^-11 relative (normal range; these weights are), BF16 2^-8,
     // Q8_0 within 0.5·d + 127·|d − f16(d)| ≤ (0.5 + 127·2^-11)·d with d = max|block| / 127,
+    // Q4_0 within a step plus 8 times d's rounding, (1 + 8·2^-11)·d with d = max|block| / 8
+    // (half a step, except where v / d in (7.5, 8] clips to q = 15: up to a whole step),
     // and A_log back from A = −exp(A_log) within 1e-6 (f32's ulp near ln 16 is 2.4e-7).
     for (family, name) in [("mamba1", "tiny_tied"), ("mamba2", "g1_small")] {
         let ck = Checkpoint::open(&fixture_dir(family, name)).unwrap();
@@ -333,7 +348,13 @@ fn tensors_hold_the_values_the_converter_rounded() {
         } else {
             Family::Mamba2
         };
-        for ft in [Ftype::F32, Ftype::F16, Ftype::BF16, Ftype::Q8_0] {
+        for ft in [
+            Ftype::F32,
+            Ftype::F16,
+            Ftype::BF16,
+            Ftype::Q8_0,
+            Ftype::Q4_0,
+        ] {
             let g = Gguf::open(&gguf_path(family, name, ft.name())).unwrap();
             let w = GgufWeights::new(&g, fam.clone());
             for hf in ck.names() {
@@ -347,8 +368,8 @@ fn tensors_hold_the_values_the_converter_rounded() {
                     Ftype::F32 => 0.0,
                     Ftype::F16 => 2f32.powi(-11),
                     Ftype::BF16 => 2f32.powi(-8),
-                    Ftype::Q8_0 if !cols.is_multiple_of(32) => 2f32.powi(-11),
-                    Ftype::Q8_0 => -1.0,
+                    Ftype::Q8_0 | Ftype::Q4_0 if !cols.is_multiple_of(32) => 2f32.powi(-11),
+                    Ftype::Q8_0 | Ftype::Q4_0 => -1.0,
                 };
                 for (i, (g, x)) in got.iter().zip(&want).enumerate() {
                     let bound = if hf.ends_with("A_log") {
@@ -363,8 +384,12 @@ fn tensors_hold_the_values_the_converter_rounded() {
                             }
                     } else {
                         let block = &want[i / 32 * 32..(i / 32 * 32 + 32).min(want.len())];
-                        let d = block.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
-                        (0.5 + 127.0 * 2f32.powi(-11)) * d * (1.0 + 1e-6)
+                        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                        if ft == Ftype::Q8_0 {
+                            (0.5 + 127.0 * 2f32.powi(-11)) * amax / 127.0 * (1.0 + 1e-6)
+                        } else {
+                            (1.0 + 8.0 * 2f32.powi(-11)) * amax / 8.0 * (1.0 + 1e-6)
+                        }
                     };
                     assert!(
                         (g - x).abs() <= bound,
@@ -372,6 +397,83 @@ fn tensors_hold_the_values_the_converter_rounded() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A GGUF file's weights with its Q8_0/Q4_0 blocks hidden: every matrix comes through
+/// [`WeightSource::f32`], i.e. the converter's blocks widened to f32 by the loader.
+struct Widened<'a>(GgufWeights<'a>);
+
+impl WeightSource for Widened<'_> {
+    fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+    fn shape(&self, name: &str) -> mamba_wgpu::Result<Vec<usize>> {
+        self.0.shape(name)
+    }
+    fn file_of(&self, name: &str) -> PathBuf {
+        self.0.file_of(name)
+    }
+    fn f32(&self, name: &str, shape: &[usize]) -> mamba_wgpu::Result<Vec<f32>> {
+        self.0.f32(name, shape)
+    }
+}
+
+#[test]
+fn q4_0_files_hold_ggml_blocks_and_give_the_logits_of_their_widened_weights() {
+    for (family, name) in [("mamba1", "tiny_tied"), ("mamba2", "g1_small")] {
+        let path = gguf_path(family, name, "Q4_0");
+        let g = Gguf::open(&path).unwrap();
+        let fam = if family == "mamba1" {
+            Family::Mamba1
+        } else {
+            Family::Mamba2
+        };
+        let w = GgufWeights::new(&g, fam.clone());
+        // gguf-py's blocks are ggml's reference quantiser's, bit for bit: the CPU twin's
+        // (`quantize_q4_0`) and the on-load quantiser's (`quantize_q4_0_rows`) are the same
+        // words. Rows that are not whole blocks are F16 in the file, so no Q4_0 words.
+        let ck = Checkpoint::open(&fixture_dir(family, name)).unwrap();
+        let mut blocks = 0;
+        for hf in ck.names().into_iter().filter(|n| quantized(n)) {
+            let shape = ck.shape(hf).unwrap();
+            let (rows, cols) = (shape[0], shape[1..].iter().product::<usize>());
+            let got = w.q4_0_words(hf, rows, cols);
+            if !cols.is_multiple_of(32) {
+                assert!(got.is_none(), "{hf}: [{rows}, {cols}] cannot be Q4_0");
+                continue;
+            }
+            let got = got.unwrap_or_else(|| panic!("{hf}: not Q4_0")).unwrap();
+            let v = ck.f32(hf, &shape).unwrap();
+            assert_eq!(
+                got,
+                repack_q4_0(&quantize_q4_0(&v), rows, cols).unwrap(),
+                "{name} {hf}: the file's blocks against the twin's quantiser"
+            );
+            assert_eq!(got, quantize_q4_0_rows(&v, rows, cols).unwrap(), "{hf}");
+            blocks += got.len() / 5;
+        }
+        assert!(blocks > 100, "{name}: {blocks} blocks");
+
+        // The same weights through two paths: the file's blocks read by gemv_q4_0 (prefill and
+        // decode), and the loader's f32 widening of them run by the f32 kernels. Only the
+        // summation order differs (measured ≤ 1e-6 · max|logit|), so the twin bar holds.
+        let q4 = load_gguf(family, name, Ftype::Q4_0);
+        assert!(q4.weight_bytes() < load_gguf(family, name, Ftype::Q8_0).weight_bytes());
+        let src = Widened(GgufWeights::new(&g, fam));
+        let ctx = shared().clone();
+        let wide = match family {
+            "mamba1" => {
+                Model::Mamba1(Mamba1::from_source(ctx, mamba1_config(&g).unwrap(), &src).unwrap())
+            }
+            _ => Model::Mamba2(Mamba2::from_source(ctx, mamba2_config(&g).unwrap(), &src).unwrap()),
+        };
+        let r = worst_ratio(family, name, &q4, |_, c| all_logits(&wide, c));
+        eprintln!("{family}/{name} Q4_0: blocks vs widened to f32 {r:.2e}");
+        assert!(r <= TWIN_TOLERANCE, "{family}/{name}: {r:e}");
+        for c in cases(family, name) {
+            assert_eq!(greedy(&q4, &c), greedy(&wide, &c), "{family}/{name}");
         }
     }
 }
@@ -913,9 +1015,19 @@ fn bad_tensor_values_are_errors_when_read() {
     assert!(msg(read(nan, "a")).contains("element 2 is NaN"));
     let inf = patch(v.clone(), p.b_data, &half::f16::INFINITY.to_le_bytes());
     assert!(msg(read(inf, "b")).contains("scale inf"));
-    // A type the parser knows (its size is checked) but does not convert: Q4_0 [32] is 18 bytes.
+    // A type the parser knows (its size is checked) but does not convert: IQ4_NL [32] is 18
+    // bytes.
+    let iq4 = patch(v.clone(), p.b_offset - 4, &20u32.to_le_bytes());
+    assert!(msg(read(iq4, "b")).contains("IQ4_NL is not supported"));
+    // The same tensor typed Q4_0 is its first 18 bytes as one block, widened as the twin
+    // does; a non-finite scale there is an error too.
     let q4 = patch(v.clone(), p.b_offset - 4, &2u32.to_le_bytes());
-    assert!(msg(read(q4, "b")).contains("Q4_0 is not supported"));
+    let want = dequantize_q4_0(&q4[p.b_data..p.b_data + 18]);
+    assert_eq!(read(q4.clone(), "b").unwrap(), want);
+    for bad in [half::f16::INFINITY, half::f16::NAN] {
+        let e = msg(read(patch(q4.clone(), p.b_data, &bad.to_le_bytes()), "b"));
+        assert!(e.contains(&format!("Q4_0 block 0 has scale {bad}")), "{e}");
+    }
     assert!(msg(read(v, "c")).contains("missing tensor"));
 }
 

@@ -146,3 +146,12 @@ fn q8_0_storage_stays_close_to_transformers() {
         fx::check_q8_0("mamba2", name);
     }
 }
+
+/// Q4_0 quantised on load against transformers' f32 logits (the bar and why: see
+/// `fixtures::check_q4_0`).
+#[test]
+fn q4_0_storage_stays_close_to_transformers() {
+    for name in ["g1_small", "groups3_chunk64"] {
+        fx::check_q4_0("mamba2", name);
+    }
+}

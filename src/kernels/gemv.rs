@@ -88,13 +88,13 @@ pub const INFO_F16: ShaderInfo = ShaderInfo {
     params_size: std::mem::size_of::<MatmulParams>(),
 };
 
-/// The variant that reads weights stored as `dtype`; none for Q8_0, which
-/// [`crate::kernels::gemv_q8_0`] reads.
+/// The variant that reads weights stored as `dtype`; none for Q8_0 and Q4_0, which
+/// [`crate::kernels::gemv_q8_0`] and [`crate::kernels::gemv_q4_0`] read.
 pub fn info(dtype: WeightDtype) -> Option<ShaderInfo> {
     match dtype {
         WeightDtype::F32 => Some(INFO),
         WeightDtype::F16 => Some(INFO_F16),
-        WeightDtype::Q8_0 => None,
+        WeightDtype::Q8_0 | WeightDtype::Q4_0 => None,
     }
 }
 

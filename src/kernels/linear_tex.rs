@@ -169,14 +169,14 @@ fn w_block(o: vec2<u32>, i: u32) -> WBlock {
 };
 
 /// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
-/// `unpack` (the device has it), the integer widening otherwise; none for Q8_0, which is never
-/// stored in textures.
+/// `unpack` (the device has it), the integer widening otherwise; none for Q8_0 and Q4_0, which
+/// are never stored in textures.
 pub fn info(dtype: WeightDtype, unpack: bool) -> Option<ShaderInfo> {
     match dtype {
         WeightDtype::F32 => Some(INFO),
         WeightDtype::F16 if unpack => Some(INFO_F16_UNPACK),
         WeightDtype::F16 => Some(INFO_F16),
-        WeightDtype::Q8_0 => None,
+        WeightDtype::Q8_0 | WeightDtype::Q4_0 => None,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod conv1d_step;
 pub mod embedding;
 pub mod fma_probe;
 pub mod gemv;
+pub mod gemv_q4_0;
 pub mod gemv_q8_0;
 pub mod linear_tex;
 pub mod matmul;
@@ -69,6 +70,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         matmul::INFO_F16,
         gemv::INFO_F16,
         gemv_q8_0::INFO,
+        gemv_q4_0::INFO,
         linear_tex::INFO,
         linear_tex::INFO_F16,
         linear_tex::INFO_F16_UNPACK,

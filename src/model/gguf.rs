@@ -20,8 +20,8 @@
 //! | `mixer.norm.weight` (Mamba-2) | `blk.N.ssm_norm.weight` | grouped `[G, d_inner / G]`, f32 |
 //! | `mixer.out_proj.{weight,bias}` | `blk.N.ssm_out.{weight,bias}` | as is |
 //!
-//! "As is" is the file's type: F32, F16, BF16 or Q8_0 (the converter keeps a matrix whose row
-//! length is not a multiple of 32 in F16 in a Q8_0 file). Shapes are compared in row-major
+//! "As is" is the file's type: F32, F16, BF16, Q8_0 or Q4_0 (a matrix whose row length is not
+//! a multiple of 32 is kept in F16 in a Q8_0 or Q4_0 file). Shapes are compared in row-major
 //! order (ggml's `ne` reversed) with size-1 dimensions ignored, as for safetensors. A is turned
 //! back into A_log = ln(−A) in f64, which the scan kernels read.
 //!
@@ -37,8 +37,13 @@
 //! slightly different logits from its safetensors folder. Neither is the SSD chunk length
 //! stored; it changes only the summation order, and 256 (the published models') is used.
 //!
-//! A Q8_0 file is widened to f32 on load for now (then stored as [`LoadOptions::dtype`] asks),
-//! until the GEMV and matmul read Q8_0 blocks directly.
+//! A Q8_0 or Q4_0 matrix goes to the GPU as its blocks, repacked to whole u32 words
+//! ([`crate::kernels::gemv_q8_0::repack_q8_0`], [`crate::kernels::gemv_q4_0::repack_q4_0`]),
+//! and the dequantising GEMV (`gemv_q8_0`, `gemv_q4_0`) reads them for prefill and decode,
+//! whatever [`LoadOptions::dtype`] asks (widening would cost memory for the same values).
+//! Where an f32 copy is needed it is dequantised on load: the embedding table
+//! (the gather reads f32 rows), which a tied lm_head shares unless it gets its own copy (then
+//! the blocks again).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,6 +51,7 @@ use std::sync::Arc;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, MAGIC};
+use crate::kernels::gemv_q4_0::repack_q4_0;
 use crate::kernels::gemv_q8_0::repack_q8_0;
 use crate::model::config::{Family, Mamba1Config, Mamba2Config};
 use crate::model::weights::{ProgressFn, WeightSource, WithProgress};
@@ -347,6 +353,37 @@ impl<'a> GgufWeights<'a> {
                 )
             })
     }
+
+    /// `name`'s blocks repacked by `repack` into a kernel's words when the file stores it
+    /// plainly as `dtype` (a block type), checked against `[rows, cols]`; `None` otherwise.
+    fn block_words(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        dtype: GgmlType,
+        repack: fn(&[u8], usize, usize) -> Result<Vec<u32>>,
+    ) -> Option<Result<Vec<u32>>> {
+        let (g, kind) = self.map(name)?;
+        let t = self.g.tensor(&g)?;
+        if kind != Kind::Plain || t.dtype != dtype {
+            return None;
+        }
+        Some((|| {
+            if squeeze(&t.shape) != squeeze(&[rows, cols]) {
+                return Err(Error::tensor(
+                    self.g.path(),
+                    &g,
+                    format!(
+                        "shape {:?} but the metadata implies [{rows}, {cols}]",
+                        t.shape
+                    ),
+                ));
+            }
+            let bytes = self.g.tensor_bytes(&g)?;
+            repack(bytes, rows, cols).map_err(|e| Error::tensor(self.g.path(), &g, e.to_string()))
+        })())
+    }
 }
 
 fn squeeze(s: &[usize]) -> Vec<usize> {
@@ -413,26 +450,11 @@ impl WeightSource for GgufWeights<'_> {
     }
 
     fn q8_0_words(&self, name: &str, rows: usize, cols: usize) -> Option<Result<Vec<u32>>> {
-        let (g, kind) = self.map(name)?;
-        let t = self.g.tensor(&g)?;
-        if kind != Kind::Plain || t.dtype != GgmlType::Q8_0 {
-            return None;
-        }
-        Some((|| {
-            if squeeze(&t.shape) != squeeze(&[rows, cols]) {
-                return Err(Error::tensor(
-                    self.g.path(),
-                    &g,
-                    format!(
-                        "shape {:?} but the metadata implies [{rows}, {cols}]",
-                        t.shape
-                    ),
-                ));
-            }
-            let bytes = self.g.tensor_bytes(&g)?;
-            repack_q8_0(bytes, rows, cols)
-                .map_err(|e| Error::tensor(self.g.path(), &g, e.to_string()))
-        })())
+        self.block_words(name, rows, cols, GgmlType::Q8_0, repack_q8_0)
+    }
+
+    fn q4_0_words(&self, name: &str, rows: usize, cols: usize) -> Option<Result<Vec<u32>>> {
+        self.block_words(name, rows, cols, GgmlType::Q4_0, repack_q4_0)
     }
 }
 

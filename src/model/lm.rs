@@ -18,6 +18,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::embedding::{Embedding, EmbeddingBuffers, EmbeddingParams};
 use crate::kernels::gemv::Gemv;
+use crate::kernels::gemv_q4_0::{self, GemvQ4};
 use crate::kernels::gemv_q8_0::{self, GemvQ8};
 use crate::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
 use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
@@ -83,6 +84,8 @@ pub(crate) struct CommonKernels {
     linear_tex_f16: LinearTex,
     /// The dequantising product over Q8_0 weights (buffers only).
     gemv_q8_0: GemvQ8,
+    /// The same over Q4_0 weights.
+    gemv_q4_0: GemvQ4,
     sample: Sample,
 }
 
@@ -133,17 +136,21 @@ pub(crate) fn matrix(
     storage: WeightStorage,
     x_align: usize,
 ) -> Result<PagedMatrix> {
-    // A source's own Q8_0 blocks go up as they are, whatever dtype was asked for: widening
-    // them would only cost memory and bandwidth for the same values. (Not for the embedding
-    // table, which `matrix_f32` reads: its gather reads f32 rows.)
+    // A source's own Q8_0 or Q4_0 blocks go up as they are, whatever dtype was asked for:
+    // widening them would only cost memory and bandwidth for the same values. (Not for the
+    // embedding table, which `matrix_f32` reads: its gather reads f32 rows.)
     if let Some(words) = src.q8_0_words(name, rows, cols) {
         return PagedMatrix::from_q8_0_words(ctx, name, &words?, rows, cols);
+    }
+    if let Some(words) = src.q4_0_words(name, rows, cols) {
+        return PagedMatrix::from_q4_0_words(ctx, name, &words?, rows, cols);
     }
     matrix_f32(ctx, src, name, rows, cols, dtype, storage, x_align)
 }
 
-/// [`matrix`] from the source's values as f32, whatever the source stores. Q8_0 asked of a
-/// matrix whose rows are not whole 32-value blocks gives f16, as llama.cpp's converter does.
+/// [`matrix`] from the source's values as f32, whatever the source stores. Q8_0 or Q4_0 asked
+/// of a matrix whose rows are not whole 32-value blocks gives f16, as llama.cpp's converter
+/// does.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matrix_f32(
     ctx: &GpuContext,
@@ -155,7 +162,7 @@ pub(crate) fn matrix_f32(
     storage: WeightStorage,
     x_align: usize,
 ) -> Result<PagedMatrix> {
-    let dtype = if dtype == WeightDtype::Q8_0 && !cols.is_multiple_of(32) {
+    let dtype = if dtype.is_blocks() && !cols.is_multiple_of(32) {
         WeightDtype::F16
     } else {
         dtype
@@ -253,6 +260,7 @@ impl Lm {
             linear_tex: LinearTex::for_dtype(&ctx, WeightDtype::F32)?,
             linear_tex_f16: LinearTex::for_dtype(&ctx, WeightDtype::F16)?,
             gemv_q8_0: GemvQ8::new(&ctx)?,
+            gemv_q4_0: GemvQ4::new(&ctx)?,
             sample: Sample::new(&ctx)?,
         };
         let dummy = ctx.storage_buffer("dummy", 4)?;
@@ -294,11 +302,11 @@ impl Lm {
         rows: RowsFn,
     ) -> Result<()> {
         let ctx = &*self.ctx;
-        // Q8_0 has one kernel, the dequantising GEMV, for decode and prefill alike (it streams
-        // w once per 4 rows of x).
+        // Q8_0 and Q4_0 have one kernel each, the dequantising GEMV, for decode and prefill
+        // alike (it streams w once per 4 rows of x).
         let (matmul, gemv, tex) = match w.dtype {
             WeightDtype::F32 => (&self.k.matmul, &self.k.gemv, &self.k.linear_tex),
-            WeightDtype::F16 | WeightDtype::Q8_0 => {
+            WeightDtype::F16 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
                 (&self.k.matmul_f16, &self.k.gemv_f16, &self.k.linear_tex_f16)
             }
         };
@@ -338,6 +346,10 @@ impl Lm {
                         gemv_q8_0::check_params(&params(r.cap))?;
                         let q8 = &self.k.gemv_q8_0;
                         plan.push(r.cap, params, GemvQ8::workgroups, |p| q8.bind(ctx, p, bufs));
+                    } else if w.dtype == WeightDtype::Q4_0 {
+                        gemv_q4_0::check_params(&params(r.cap))?;
+                        let q4 = &self.k.gemv_q4_0;
+                        plan.push(r.cap, params, GemvQ4::workgroups, |p| q4.bind(ctx, p, bufs));
                     } else if few_rows {
                         plan.push(r.cap, params, Gemv::workgroups, |p| gemv.bind(ctx, p, bufs));
                     } else {

@@ -23,6 +23,11 @@ pub trait WeightSource {
     fn q8_0_words(&self, _name: &str, _rows: usize, _cols: usize) -> Option<Result<Vec<u32>>> {
         None
     }
+    /// `name` as Q4_0 blocks in [`crate::kernels::gemv_q4_0::repack_q4_0`]'s words, when the
+    /// source stores it so (a GGUF file's Q4_0 tensor, `[rows, cols]`); `None` otherwise.
+    fn q4_0_words(&self, _name: &str, _rows: usize, _cols: usize) -> Option<Result<Vec<u32>>> {
+        None
+    }
 }
 
 impl WeightSource for Checkpoint {
@@ -114,6 +119,13 @@ impl WeightSource for WithProgress<'_> {
     }
     fn q8_0_words(&self, name: &str, rows: usize, cols: usize) -> Option<Result<Vec<u32>>> {
         let w = self.inner.q8_0_words(name, rows, cols)?;
+        if w.is_ok() {
+            self.report(name, (rows * cols) as u64);
+        }
+        Some(w)
+    }
+    fn q4_0_words(&self, name: &str, rows: usize, cols: usize) -> Option<Result<Vec<u32>>> {
+        let w = self.inner.q4_0_words(name, rows, cols)?;
         if w.is_ok() {
             self.report(name, (rows * cols) as u64);
         }

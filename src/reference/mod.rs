@@ -3,6 +3,7 @@
 
 pub mod conv1d;
 pub mod embedding;
+pub mod gemv_q4_0;
 pub mod gemv_q8_0;
 pub mod matmul;
 pub mod rmsnorm;

@@ -90,7 +90,9 @@ fn check_variant(gpu: &GpuContext, dtype: WeightDtype, native: bool, c: Case) ->
     let w_eff = match dtype {
         WeightDtype::F32 => w.clone(),
         WeightDtype::F16 => round_to_f16(&w),
-        WeightDtype::Q8_0 => unreachable!("Q8_0 is never stored in textures"),
+        WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
+            unreachable!("block formats are never stored in textures")
+        }
     };
     let out = linear(
         &x,

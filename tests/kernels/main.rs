@@ -5,6 +5,7 @@ mod common;
 
 mod conv1d;
 mod embedding;
+mod gemv_q4_0;
 mod gemv_q8_0;
 mod linear_tex;
 mod matmul;

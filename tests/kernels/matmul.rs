@@ -110,7 +110,9 @@ fn weight_as(dtype: WeightDtype, w: &[f32], n: usize, k: usize) -> (wgpu::Buffer
     match dtype {
         WeightDtype::F32 => (upload(w), w.to_vec()),
         WeightDtype::F16 => (upload(&pack_f16_rows(w, n, k)), round_to_f16(w)),
-        WeightDtype::Q8_0 => unreachable!("matmul and gemv have no Q8_0 variant"),
+        WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
+            unreachable!("matmul and gemv have no block-format variant")
+        }
     }
 }
 
