@@ -4,34 +4,43 @@
 // Bindings: 0 params (uniform); 1 x f32 as vec4s (read); 2 w: one page of a texture-stored
 //           weight (declared by the weight header); 3 bias f32 (read; any buffer when flags
 //           bit 0 is clear); 4 y f32 (read_write).
-// Weights:  binding 2 and its accessors come from the Rust-side header prepended to this file
-//           (src/kernels/linear_tex.rs). Row r of the page starts at texel
-//           ((r % rows_per_line) · tpr, r / rows_per_line), tpr = w_texels_per_row(k) texels
-//           per row (a row never straddles two lines of the texture), and w_block(origin, i)
-//           returns columns 8i .. 8i + 7 of that row as two vec4s: f32 (mamba_wgpu.linear_tex,
-//           rgba32float, 4 values per texel, two texels per block) or f16 (mamba_wgpu.
-//           linear_tex_f16, rgba32uint, 8 values per texel: word j holds column 8i + j in its
-//           low half and 8i + 4 + j in its high half, widened to f32 by integer operations).
+// Headers:  two Rust-side headers come before this file (src/kernels/linear_tex.rs).
+//           The weight header declares binding 2 and w_block: row r of the page starts at
+//           texel ((r % rows_per_line) · tpr, r / rows_per_line), tpr = w_texels_per_row(k)
+//           texels per row (a row never straddles two lines of the texture), and
+//           w_block(origin, i) returns columns 8i .. 8i + 7 of that row as two vec4s: f32
+//           (rgba32float, 4 values per texel, two texels per block) or f16 (rgba32uint,
+//           8 values per texel: word j holds column 8i + j in its low half and 8i + 4 + j in
+//           its high half).
+//           The lane header declares the entry point `main`, which calls linear() below with
+//           the invocation's lane (0..7) and whether x is shared across lanes: with
+//           subgroups of 8 or more lanes, lanes 0..7 each load one vec4 of x and every lane
+//           takes the others' by subgroupBroadcast/subgroupShuffle (share8, shuffle), so one
+//           load instruction brings 8 vec4s; without, every lane loads all of x itself.
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
 //           bias, bit 1: accumulate into y); rows_per_line; 2 words of padding (48 bytes).
 //           Preconditions the Rust side checks: k a multiple of 8; x_offset and x_stride
 //           multiples of 4 (x is read as vec4s).
 // Geometry: workgroup_size 64. Invocation (wg.x · 64 + lid) computes NW = 4 consecutive
-//           outputs (rows n0 .. n0 + 3 of w) for MB = 4 consecutive rows of x
-//           (m0 = (wg.y + wg.z · nwg.y) · 4): ceil(n / 256) × ceil(m / 4) workgroups, the
-//           second count folded into (y, z) past 65,535.
+//           outputs (rows n0 .. n0 + 3 of w) for MB = 16 consecutive rows of x
+//           (m0 = (wg.y + wg.z · nwg.y) · 16), or for the one row when m = 1:
+//           ceil(n / 256) × ceil(m / 16) workgroups, the second count folded into (y, z)
+//           past 65,535.
 // Math:     for row < m, col < n:
 //             y[y_offset + row·y_stride + col] = (flags & 2 ? y[same] : 0)
 //                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w(col, i)
 //                 + (flags & 1 ? bias[bias_offset + col] : 0)
 //           summed in f32, 8 columns at a time in increasing k: (Σ + bias) + y_old.
 // Why this shape: on CPU adapters (llvmpipe) the invocations of a workgroup run in SIMD lanes,
-// texel fetches are cheap gathers and a load from a lane-uniform address (x here) is one load,
-// while storage-buffer gathers and barriers are expensive. So there is no workgroup memory and
-// no barrier: each invocation streams its 4 rows of w from the texture once per 4 rows of x and
-// keeps 16 sums in registers, 128 multiply-adds per 8 texel and 8 x loads (f32). Measured on
-// lavapipe: about 8 to 9 GFLOP/s per CPU-second for a 128-token in_proj of mamba-130m. A pass
-// with a single row of x (decode at batch 1) takes a 1-row loop that loads no duplicate x.
+// and every load instruction, texel fetch or storage read alike, costs about the same
+// (measured: a lane-uniform x load as much as a texel fetch), far more than an FMA; barriers
+// are expensive too. So there is no workgroup memory and no barrier, and loads are few per
+// multiply-add: a block of 4 rows of w (4 to 8 fetches) feeds 16 rows of x, and the 16 rows'
+// 32 vec4s of x come in 4 shared loads, 512 multiply-adds in all. Groups of 4 rows of x wholly
+// past m are skipped (a workgroup-uniform branch), so small batches pay for what they use.
+// The single-row path (decode at batch 1) reads 4 blocks of x per shared load.
+// Uniformity: the only early exit depends on the workgroup id; the subgroup operations sit in
+// branches on params and on the subgroup size, both uniform.
 
 struct Params {
     m: u32,
@@ -55,9 +64,23 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
 const WG: u32 = 64u;
-// Outputs (rows of w) and rows of x per invocation.
+// Outputs (rows of w) per invocation, and rows of x per workgroup when m > 1.
 const NW: u32 = 4u;
-const MB: u32 = 4u;
+const MB: u32 = 16u;
+
+// Block i of 4 rows of x: lo (columns 8i .. 8i + 3) and hi (8i + 4 .. 8i + 7) of each.
+struct X8 {
+    l0: vec4<f32>, h0: vec4<f32>,
+    l1: vec4<f32>, h1: vec4<f32>,
+    l2: vec4<f32>, h2: vec4<f32>,
+    l3: vec4<f32>, h3: vec4<f32>,
+}
+
+// Block i of 4 rows of w.
+struct W4 { b0: WBlock, b1: WBlock, b2: WBlock, b3: WBlock }
+
+// Sums for 4 rows of w (r0 .. r3) by 4 rows of x (the vector's lanes).
+struct Acc4 { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 
 // Texel coordinate of the first texel of row r of the page.
 fn row_origin(r: u32, tpr: u32) -> vec2<u32> {
@@ -70,6 +93,40 @@ fn row_origin(r: u32, tpr: u32) -> vec2<u32> {
 fn w_dot8(o: vec2<u32>, i: u32, xl: vec4<f32>, xh: vec4<f32>) -> f32 {
     let b = w_block(o, i);
     return dot(b.lo, xl) + dot(b.hi, xh);
+}
+
+fn dot8(b: WBlock, l: vec4<f32>, h: vec4<f32>) -> f32 {
+    return dot(b.lo, l) + dot(b.hi, h);
+}
+
+// acc += w (4 rows) · x (4 rows), one block.
+fn mac(acc: ptr<function, Acc4>, w: W4, v: X8) {
+    (*acc).r0 += vec4<f32>(dot8(w.b0, v.l0, v.h0), dot8(w.b0, v.l1, v.h1),
+                           dot8(w.b0, v.l2, v.h2), dot8(w.b0, v.l3, v.h3));
+    (*acc).r1 += vec4<f32>(dot8(w.b1, v.l0, v.h0), dot8(w.b1, v.l1, v.h1),
+                           dot8(w.b1, v.l2, v.h2), dot8(w.b1, v.l3, v.h3));
+    (*acc).r2 += vec4<f32>(dot8(w.b2, v.l0, v.h0), dot8(w.b2, v.l1, v.h1),
+                           dot8(w.b2, v.l2, v.h2), dot8(w.b2, v.l3, v.h3));
+    (*acc).r3 += vec4<f32>(dot8(w.b3, v.l0, v.h0), dot8(w.b3, v.l1, v.h1),
+                           dot8(w.b3, v.l2, v.h2), dot8(w.b3, v.l3, v.h3));
+}
+
+// Element (vec4) index of x row `row` (clamped to the last row: valid loads whose sums are
+// never written), column block 2·c.
+fn x_at(row: u32, c: u32) -> u32 {
+    return (params.x_offset + min(row, params.m - 1u) * params.x_stride) / 4u + c;
+}
+
+// Block i (vec4 index c = 2i) of x rows r0 .. r0 + 3. Shared: lane l has loaded
+// x_at(r0 + l / 2, c + l % 2) into `mine`, and the lanes exchange them.
+fn x_rows4(r0: u32, c: u32, share: bool, lane: u32) -> X8 {
+    if (share) {
+        return share8(x[x_at(r0 + lane / 2u, c + (lane & 1u))]);
+    }
+    return X8(x[x_at(r0, c)], x[x_at(r0, c + 1u)],
+              x[x_at(r0 + 1u, c)], x[x_at(r0 + 1u, c + 1u)],
+              x[x_at(r0 + 2u, c)], x[x_at(r0 + 2u, c + 1u)],
+              x[x_at(r0 + 3u, c)], x[x_at(r0 + 3u, c + 1u)]);
 }
 
 // Writes output (row, col) = v, adding bias and the old y as the flags ask.
@@ -88,34 +145,58 @@ fn store(row: u32, col: u32, v: f32) {
     y[idx] = o;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn store4(row: u32, col: u32, a: Acc4) {
+    for (var q = 0u; q < 4u; q++) {
+        store(row + q, col, a.r0[q]);
+        store(row + q, col + 1u, a.r1[q]);
+        store(row + q, col + 2u, a.r2[q]);
+        store(row + q, col + 3u, a.r3[q]);
+    }
+}
+
+fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    let single = params.m == 1u;
     let n0 = (wg.x * WG + lid) * NW;
     let m0 = (wg.y + wg.z * nwg.y) * MB;
-    // No barriers below, so invocations past the end may simply leave.
-    if (n0 >= params.n || m0 >= params.m) {
+    // A workgroup-uniform exit only: lanes past n stay for the shared loads (their rows of w
+    // are clamped below and their sums never written).
+    if (m0 >= params.m) {
         return;
     }
     let blocks = params.k / 8u;
     let tpr = w_texels_per_row(params.k);
-    // Rows of w past n (in the last invocation when n is not a multiple of 4) are clamped to
-    // the last row: valid loads, and their sums are never written. Likewise rows of x past m.
     let last = params.n - 1u;
-    let o0 = row_origin(n0, tpr);
+    let o0 = row_origin(min(n0, last), tpr);
     let o1 = row_origin(min(n0 + 1u, last), tpr);
     let o2 = row_origin(min(n0 + 2u, last), tpr);
     let o3 = row_origin(min(n0 + 3u, last), tpr);
-    let xb0 = (params.x_offset + m0 * params.x_stride) / 4u;
 
-    if (params.m - m0 == 1u) {
-        // acc[j]: w row n0 + j.
+    if (single) {
+        let xb = params.x_offset / 4u;
+        let vecs = 2u * blocks;
+        // acc[j]: w row n0 + j. Four blocks at a time: shared, lane l holds vec4 l of them.
         var acc = vec4<f32>(0.0);
-        for (var i = 0u; i < blocks; i++) {
-            let xl = x[xb0 + 2u * i];
-            let xh = x[xb0 + 2u * i + 1u];
-            acc += vec4<f32>(w_dot8(o0, i, xl, xh), w_dot8(o1, i, xl, xh),
-                             w_dot8(o2, i, xl, xh), w_dot8(o3, i, xl, xh));
+        for (var i0 = 0u; i0 < blocks; i0 += 4u) {
+            var mine = vec4<f32>(0.0);
+            if (share) {
+                mine = x[xb + min(2u * i0 + lane, vecs - 1u)];
+            }
+            for (var j = 0u; j < 4u; j++) {
+                let i = i0 + j;
+                if (i < blocks) {
+                    var xl: vec4<f32>;
+                    var xh: vec4<f32>;
+                    if (share) {
+                        xl = shuffle(mine, 2u * j);
+                        xh = shuffle(mine, 2u * j + 1u);
+                    } else {
+                        xl = x[xb + 2u * i];
+                        xh = x[xb + 2u * i + 1u];
+                    }
+                    acc += vec4<f32>(w_dot8(o0, i, xl, xh), w_dot8(o1, i, xl, xh),
+                                     w_dot8(o2, i, xl, xh), w_dot8(o3, i, xl, xh));
+                }
+            }
         }
         for (var j = 0u; j < NW; j++) {
             store(m0, n0 + j, acc[j]);
@@ -123,52 +204,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
 
-    let xlast = params.m - 1u;
-    let xb1 = (params.x_offset + min(m0 + 1u, xlast) * params.x_stride) / 4u;
-    let xb2 = (params.x_offset + min(m0 + 2u, xlast) * params.x_stride) / 4u;
-    let xb3 = (params.x_offset + min(m0 + 3u, xlast) * params.x_stride) / 4u;
-    // acc_j[q]: w row n0 + j, x row m0 + q. Named vectors rather than an indexed array so
-    // every compiler keeps them in registers. Each block's 4 rows of w are loaded once, then
-    // the 4 rows of x are taken one at a time (two vec4s live at once, not eight).
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // Groups of 4 rows of x with at least one row below m (1 to 4; workgroup-uniform).
+    let groups = min((params.m - m0 + 3u) / 4u, MB / 4u);
+    var a0 = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var a1 = a0;
+    var a2 = a0;
+    var a3 = a0;
     for (var i = 0u; i < blocks; i++) {
         let c = 2u * i;
-        let b0 = w_block(o0, i);
-        let b1 = w_block(o1, i);
-        let b2 = w_block(o2, i);
-        let b3 = w_block(o3, i);
-        var l = x[xb0 + c];
-        var h = x[xb0 + c + 1u];
-        acc0.x += dot(b0.lo, l) + dot(b0.hi, h);
-        acc1.x += dot(b1.lo, l) + dot(b1.hi, h);
-        acc2.x += dot(b2.lo, l) + dot(b2.hi, h);
-        acc3.x += dot(b3.lo, l) + dot(b3.hi, h);
-        l = x[xb1 + c];
-        h = x[xb1 + c + 1u];
-        acc0.y += dot(b0.lo, l) + dot(b0.hi, h);
-        acc1.y += dot(b1.lo, l) + dot(b1.hi, h);
-        acc2.y += dot(b2.lo, l) + dot(b2.hi, h);
-        acc3.y += dot(b3.lo, l) + dot(b3.hi, h);
-        l = x[xb2 + c];
-        h = x[xb2 + c + 1u];
-        acc0.z += dot(b0.lo, l) + dot(b0.hi, h);
-        acc1.z += dot(b1.lo, l) + dot(b1.hi, h);
-        acc2.z += dot(b2.lo, l) + dot(b2.hi, h);
-        acc3.z += dot(b3.lo, l) + dot(b3.hi, h);
-        l = x[xb3 + c];
-        h = x[xb3 + c + 1u];
-        acc0.w += dot(b0.lo, l) + dot(b0.hi, h);
-        acc1.w += dot(b1.lo, l) + dot(b1.hi, h);
-        acc2.w += dot(b2.lo, l) + dot(b2.hi, h);
-        acc3.w += dot(b3.lo, l) + dot(b3.hi, h);
+        let w = W4(w_block(o0, i), w_block(o1, i), w_block(o2, i), w_block(o3, i));
+        mac(&a0, w, x_rows4(m0, c, share, lane));
+        if (groups > 1u) {
+            mac(&a1, w, x_rows4(m0 + 4u, c, share, lane));
+        }
+        if (groups > 2u) {
+            mac(&a2, w, x_rows4(m0 + 8u, c, share, lane));
+        }
+        if (groups > 3u) {
+            mac(&a3, w, x_rows4(m0 + 12u, c, share, lane));
+        }
     }
-    for (var q = 0u; q < MB; q++) {
-        store(m0 + q, n0, acc0[q]);
-        store(m0 + q, n0 + 1u, acc1[q]);
-        store(m0 + q, n0 + 2u, acc2[q]);
-        store(m0 + q, n0 + 3u, acc3[q]);
-    }
+    store4(m0, n0, a0);
+    store4(m0 + 4u, n0, a1);
+    store4(m0 + 8u, n0, a2);
+    store4(m0 + 12u, n0, a3);
 }

@@ -19,12 +19,23 @@ fn check(info: &ShaderInfo) {
     // The runtime builds the variants that call unpack2x16float only where the device has it
     // (wgpu's SHADER_F16_IN_F32 downlevel flag, which naga calls SHADER_FLOAT16_IN_FLOAT32);
     // everything else must be core WGSL with no capability at all.
-    let caps = if info.source.contains("unpack2x16float") {
-        Capabilities::SHADER_FLOAT16_IN_FLOAT32
-    } else {
-        Capabilities::empty()
-    };
-    let mod_info = Validator::new(ValidationFlags::all(), caps)
+    // The variants that call subgroup operations are built only where the device has wgpu's
+    // SUBGROUP feature, which requests naga's SUBGROUP capability for compute shaders.
+    let mut caps = Capabilities::empty();
+    if info.source.contains("unpack2x16float") {
+        caps |= Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    }
+    let subgroup = info.source.contains("subgroupBroadcast");
+    if subgroup {
+        caps |= Capabilities::SUBGROUP;
+    }
+    let mut validator = Validator::new(ValidationFlags::all(), caps);
+    if subgroup {
+        validator
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+    }
+    let mod_info = validator
         .validate(&module)
         .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(info.source)));
 

@@ -2,9 +2,11 @@
 //! (`y = x · wᵀ + bias`) for a weight page stored in a 2-D texture
 //! ([`crate::tensor::PageStorage::Texture`]), for prefill and decode alike.
 //!
-//! Two variants from one source, by [`WeightDtype`]: a Rust-side header declares the texture
-//! (rgba32float with 4 f32 per texel, or rgba32uint with 8 f16 per texel) and `w_block`, which
-//! returns 8 columns of a row as two vec4s. Needs `k % 8 == 0` and x offsets and strides that
+//! Variants from one source by two Rust-side headers. The weight header, by [`WeightDtype`],
+//! declares the texture (rgba32float with 4 f32 per texel, or rgba32uint with 8 f16 per texel,
+//! widened by integer ops or `unpack2x16float`) and `w_block`, which returns 8 columns of a row
+//! as two vec4s. The lane header declares the entry point and whether x is shared across
+//! subgroup lanes (one load for 8 lanes' vec4s) or loaded by every lane (no optional feature). Needs `k % 8 == 0` and x offsets and strides that
 //! are multiples of 4 (x is read as vec4s); [`LinearTex::supports`] says whether a product
 //! qualifies, and the loader keeps other weights in storage buffers.
 //! See `shaders/linear_tex.wgsl`; CPU twin: `crate::reference::matmul`.
@@ -19,7 +21,7 @@ use crate::tensor::WeightDtype;
 /// Outputs (rows of w) one workgroup computes: 64 invocations of 4 rows each.
 pub const OUTPUTS_PER_GROUP: u32 = 256;
 /// Rows of x one workgroup takes (`MB` in the shader).
-pub const ROWS_PER_GROUP: u32 = 4;
+pub const ROWS_PER_GROUP: u32 = 16;
 
 /// Mirrors `struct Params` in `shaders/linear_tex.wgsl`.
 #[repr(C)]
@@ -80,12 +82,10 @@ const BINDINGS_F16: &[BindingKind] = &[
     BindingKind::StorageRw,
 ];
 
-/// Static facts about the f32-weight shader.
-pub const INFO: ShaderInfo = ShaderInfo {
-    label: "mamba_wgpu.linear_tex",
-    source: concat!(
-        "// mamba_wgpu.linear_tex: shaders/linear_tex.wgsl with f32 weights in an rgba32float
-// texture.
+// The weight headers: binding 2 and `w_block` for each texture format.
+macro_rules! f32_header {
+    () => {
+        "// Weights: f32 in an rgba32float texture.
 @group(0) @binding(2) var w: texture_2d<f32>;
 // Texels per row of a [n, k] weight: 4 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 4u; }
@@ -95,20 +95,15 @@ fn w_block(o: vec2<u32>, i: u32) -> WBlock {
     let c = o.x + 2u * i;
     return WBlock(textureLoad(w, vec2<u32>(c, o.y), 0), textureLoad(w, vec2<u32>(c + 1u, o.y), 0));
 }
-",
-        include_str!("../../shaders/linear_tex.wgsl")
-    ),
-    bindings: BINDINGS_F32,
-    params_size: std::mem::size_of::<LinearTexParams>(),
-};
+"
+    };
+}
 
-/// Static facts about the f16-weight shader (same source, packed f16 texture header).
-pub const INFO_F16: ShaderInfo = ShaderInfo {
-    label: "mamba_wgpu.linear_tex_f16",
-    source: concat!(
-        "// mamba_wgpu.linear_tex_f16: shaders/linear_tex.wgsl with f16 weights, 8 per rgba32uint
-// texel: word j of texel i of a row holds column 8i + j in its low half and 8i + 4 + j in its
-// high half. Widened to f32 by integer operations, so no shader-f16 feature is needed.
+macro_rules! f16_header {
+    () => {
+        "// Weights: f16, 8 per rgba32uint texel: word j of texel i of a row holds column 8i + j in
+// its low half and 8i + 4 + j in its high half. Widened to f32 by integer operations, so no
+// shader-f16 feature is needed.
 @group(0) @binding(2) var w: texture_2d<u32>;
 // Texels per row of a [n, k] weight: 8 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
@@ -129,25 +124,14 @@ fn w_block(o: vec2<u32>, i: u32) -> WBlock {
     let t = textureLoad(w, vec2<u32>(o.x + i, o.y), 0);
     return WBlock(widen4(t & vec4<u32>(0xffffu)), widen4(t >> vec4<u32>(16u)));
 }
-",
-        include_str!("../../shaders/linear_tex.wgsl")
-    ),
-    bindings: BINDINGS_F16,
-    params_size: std::mem::size_of::<LinearTexParams>(),
-};
+"
+    };
+}
 
-/// Static facts about the f16-weight shader for devices whose shaders have
-/// `unpack2x16float` (WebGPU core; wgpu's `DownlevelFlags::SHADER_F16_IN_F32`, present on
-/// Vulkan, Metal and DX12): the same texture layout, each word's halves converted by the
-/// builtin (the hardware's half-to-float conversion: F16C on x86 CPUs, native on GPUs) instead
-/// of the integer widening. Every f16, subnormals included, is exactly an f32, so both variants
-/// multiply the same values.
-pub const INFO_F16_UNPACK: ShaderInfo = ShaderInfo {
-    label: "mamba_wgpu.linear_tex_f16_unpack",
-    source: concat!(
-        "// mamba_wgpu.linear_tex_f16_unpack: shaders/linear_tex.wgsl with f16 weights, 8 per
-// rgba32uint texel (word j of texel i: column 8i + j low, 8i + 4 + j high), converted by
-// unpack2x16float.
+macro_rules! f16_unpack_header {
+    () => {
+        "// Weights: f16, 8 per rgba32uint texel (word j of texel i: column 8i + j low, 8i + 4 + j
+// high), converted by unpack2x16float.
 @group(0) @binding(2) var w: texture_2d<u32>;
 // Texels per row of a [n, k] weight: 8 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
@@ -161,23 +145,122 @@ fn w_block(o: vec2<u32>, i: u32) -> WBlock {
     let d = unpack2x16float(t.w);
     return WBlock(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y));
 }
-",
-        include_str!("../../shaders/linear_tex.wgsl")
-    ),
-    bindings: BINDINGS_F16,
-    params_size: std::mem::size_of::<LinearTexParams>(),
-};
+"
+    };
+}
+
+// The lane headers: the entry point, and how x is shared across lanes.
+macro_rules! plain_lanes {
+    () => {
+        "// Lanes: every invocation loads all of x itself (no subgroup operations).
+fn share8(v: vec4<f32>) -> X8 { return X8(v, v, v, v, v, v, v, v); }
+fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return v; }
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    linear(wg, nwg, lid, 0u, false);
+}
+"
+    };
+}
+
+macro_rules! subgroup_lanes {
+    () => {
+        "// Lanes: x shared across subgroups of 8 or more lanes (lanes 0..7 load, all read them by
+// broadcast or shuffle); narrower subgroups load it all themselves.
+fn share8(v: vec4<f32>) -> X8 {
+    return X8(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u),
+              subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
+              subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
+              subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
+}
+fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return subgroupShuffle(v, j); }
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
+    linear(wg, nwg, lid, lane & 7u, width >= 8u);
+}
+"
+    };
+}
+
+macro_rules! variant {
+    ($label:literal, $weights:ident, $lanes:ident, $bindings:expr) => {
+        ShaderInfo {
+            label: concat!("mamba_wgpu.", $label),
+            source: concat!(
+                "// mamba_wgpu.",
+                $label,
+                ": shaders/linear_tex.wgsl after its weight and lane headers.\n",
+                $weights!(),
+                $lanes!(),
+                include_str!("../../shaders/linear_tex.wgsl")
+            ),
+            bindings: $bindings,
+            params_size: std::mem::size_of::<LinearTexParams>(),
+        }
+    };
+}
+
+/// Static facts about the f32-weight shader.
+pub const INFO: ShaderInfo = variant!("linear_tex", f32_header, plain_lanes, BINDINGS_F32);
+
+/// Static facts about the f16-weight shader (same source, packed f16 texture header).
+pub const INFO_F16: ShaderInfo = variant!("linear_tex_f16", f16_header, plain_lanes, BINDINGS_F16);
+
+/// Static facts about the f16-weight shader for devices whose shaders have
+/// `unpack2x16float` (WebGPU core; wgpu's `DownlevelFlags::SHADER_F16_IN_F32`, present on
+/// Vulkan, Metal and DX12): the same texture layout, each word's halves converted by the
+/// builtin (the hardware's half-to-float conversion: F16C on x86 CPUs, native on GPUs) instead
+/// of the integer widening. Every f16, subnormals included, is exactly an f32, so both variants
+/// multiply the same values.
+pub const INFO_F16_UNPACK: ShaderInfo = variant!(
+    "linear_tex_f16_unpack",
+    f16_unpack_header,
+    plain_lanes,
+    BINDINGS_F16
+);
+
+/// [`INFO`] sharing x across subgroup lanes (needs wgpu's `SUBGROUP` feature): one load
+/// instruction brings 8 vec4s of x, which on lavapipe doubles a prefill matmul's rate.
+pub const INFO_SUBGROUP: ShaderInfo = variant!(
+    "linear_tex_subgroup",
+    f32_header,
+    subgroup_lanes,
+    BINDINGS_F32
+);
+
+/// [`INFO_F16`] sharing x across subgroup lanes.
+pub const INFO_F16_SUBGROUP: ShaderInfo = variant!(
+    "linear_tex_f16_subgroup",
+    f16_header,
+    subgroup_lanes,
+    BINDINGS_F16
+);
+
+/// [`INFO_F16_UNPACK`] sharing x across subgroup lanes.
+pub const INFO_F16_UNPACK_SUBGROUP: ShaderInfo = variant!(
+    "linear_tex_f16_unpack_subgroup",
+    f16_unpack_header,
+    subgroup_lanes,
+    BINDINGS_F16
+);
 
 /// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
-/// `unpack` (the device has it), the integer widening otherwise; none for Q8_0 and Q4_0, which
-/// are never stored in textures.
-pub fn info(dtype: WeightDtype, unpack: bool) -> Option<ShaderInfo> {
-    match dtype {
-        WeightDtype::F32 => Some(INFO),
-        WeightDtype::F16 if unpack => Some(INFO_F16_UNPACK),
-        WeightDtype::F16 => Some(INFO_F16),
-        WeightDtype::Q8_0 | WeightDtype::Q4_0 => None,
-    }
+/// `unpack` (the device has it), the integer widening otherwise; sharing x across subgroup
+/// lanes where `subgroup` (the device has wgpu's `SUBGROUP` feature); none for Q8_0 and Q4_0,
+/// which are never stored in textures.
+pub fn info(dtype: WeightDtype, unpack: bool, subgroup: bool) -> Option<ShaderInfo> {
+    Some(match (dtype, unpack, subgroup) {
+        (WeightDtype::F32, _, false) => INFO,
+        (WeightDtype::F32, _, true) => INFO_SUBGROUP,
+        (WeightDtype::F16, true, false) => INFO_F16_UNPACK,
+        (WeightDtype::F16, true, true) => INFO_F16_UNPACK_SUBGROUP,
+        (WeightDtype::F16, false, false) => INFO_F16,
+        (WeightDtype::F16, false, true) => INFO_F16_SUBGROUP,
+        (WeightDtype::Q8_0 | WeightDtype::Q4_0, _, _) => return None,
+    })
 }
 
 /// The compiled kernel for one weight dtype.
@@ -191,16 +274,25 @@ impl LinearTex {
     /// Builds (or fetches from the cache) the pipeline for textures holding `dtype`, the
     /// fastest variant the device supports.
     pub fn for_dtype(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
-        Self::variant(ctx, dtype, ctx.features().f16_unpack)
+        let f = ctx.features();
+        Self::variant(ctx, dtype, f.f16_unpack, f.subgroup)
     }
 
-    /// The pipeline of a chosen variant (`unpack` needs `unpack2x16float` in shaders; tests
-    /// run both).
-    pub fn variant(ctx: &GpuContext, dtype: WeightDtype, unpack: bool) -> Result<Self> {
+    /// The pipeline of a chosen variant (`unpack` needs `unpack2x16float` in shaders,
+    /// `subgroup` the `SUBGROUP` feature; tests run every variant the device has).
+    pub fn variant(
+        ctx: &GpuContext,
+        dtype: WeightDtype,
+        unpack: bool,
+        subgroup: bool,
+    ) -> Result<Self> {
         if unpack && dtype == WeightDtype::F16 && !ctx.features().f16_unpack {
             return Err(Error::MissingFeature("SHADER_F16_IN_F32"));
         }
-        let info = info(dtype, unpack).ok_or_else(|| {
+        if subgroup && !ctx.features().subgroup {
+            return Err(Error::MissingFeature("SUBGROUP"));
+        }
+        let info = info(dtype, unpack, subgroup).ok_or_else(|| {
             Error::InvalidInput(format!("no {} variant of linear_tex", dtype.name()))
         })?;
         Ok(Self {
@@ -221,7 +313,7 @@ impl LinearTex {
         k > 0 && k.is_multiple_of(8) && x_align.is_multiple_of(4)
     }
 
-    /// `ceil(n / 256)` × `ceil(m / 4)` workgroups, the second folded into (y, z) past 65,535.
+    /// `ceil(n / 256)` × `ceil(m / 16)` workgroups, the second folded into (y, z) past 65,535.
     pub fn workgroups(params: &LinearTexParams) -> [u32; 3] {
         if params.m == 0 || params.n == 0 {
             return [0, 1, 1];

@@ -74,11 +74,22 @@ impl Case {
 /// Runs `c` with w stored as `dtype` in textures on `gpu` (one dispatch per page) and compares
 /// the whole y buffer with the twin. Returns the page count.
 fn check_on(gpu: &GpuContext, dtype: WeightDtype, c: Case) -> usize {
-    check_variant(gpu, dtype, false, c)
+    // Both lane variants where the device has subgroups (lavapipe, which CI uses, does).
+    if gpu.features().subgroup {
+        check_variant(gpu, dtype, false, true, c);
+    }
+    check_variant(gpu, dtype, false, false, c)
 }
 
-/// [`check_on`] with the unpack2x16float variant when `native` (f16 only).
-fn check_variant(gpu: &GpuContext, dtype: WeightDtype, native: bool, c: Case) -> usize {
+/// [`check_on`] with the unpack2x16float variant when `native` (f16 only), sharing x across
+/// subgroup lanes when `subgroup`.
+fn check_variant(
+    gpu: &GpuContext,
+    dtype: WeightDtype,
+    native: bool,
+    subgroup: bool,
+    c: Case,
+) -> usize {
     let seed = (c.m * 1_000_003 + c.n * 1009 + c.k) as u64 + 77;
     let x = rand_vec(seed + 1, c.x_len(), -1.0, 1.0);
     let w = rand_vec(seed + 2, c.n * c.k, -1.0, 1.0);
@@ -109,7 +120,7 @@ fn check_variant(gpu: &GpuContext, dtype: WeightDtype, native: bool, c: Case) ->
 
     let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
     let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
-    let kernel = LinearTex::variant(gpu, dtype, native).unwrap();
+    let kernel = LinearTex::variant(gpu, dtype, native, subgroup).unwrap();
     let dispatches: Vec<Dispatch> = pm
         .pages
         .iter()
@@ -153,7 +164,7 @@ fn check_variant(gpu: &GpuContext, dtype: WeightDtype, native: bool, c: Case) ->
     let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
     let kf = c.k as f32;
     assert_close(
-        &format!("linear_tex {dtype:?} native {native} {c:?}"),
+        &format!("linear_tex {dtype:?} native {native} subgroup {subgroup} {c:?}"),
         &got,
         &want,
         1e-6 * kf * max(&x) * max(&w_eff),
@@ -172,6 +183,11 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (5, 300, 40),
     (6, 33, 776),
     (17, 129, 96),
+    // Around the 16 rows of x a workgroup takes (4 groups of 4, partial groups skipped).
+    (15, 64, 32),
+    (16, 260, 56),
+    (31, 70, 8),
+    (33, 5, 136),
 ];
 
 #[test]
@@ -189,12 +205,19 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
     if !ctx().features().f16_unpack {
         // The integer-widening variant runs instead (tested above); lavapipe, which CI uses,
         // has it, so this path is exercised there.
-        assert!(LinearTex::variant(ctx(), WeightDtype::F16, true).is_err());
+        assert!(LinearTex::variant(ctx(), WeightDtype::F16, true, false).is_err());
         return;
     }
+    let subgroup = ctx().features().subgroup;
     for &(m, n, k) in SHAPES {
-        check_variant(ctx(), WeightDtype::F16, true, Case::plain(m, n, k));
-        check_variant(ctx(), WeightDtype::F16, true, Case::strided(m, n, k));
+        check_variant(
+            ctx(),
+            WeightDtype::F16,
+            true,
+            subgroup,
+            Case::plain(m, n, k),
+        );
+        check_variant(ctx(), WeightDtype::F16, true, false, Case::strided(m, n, k));
     }
     // Subnormal and extreme halves are converted exactly: w is diagonal, x all ones, so
     // y[r] is w[r][r] as the kernel widened it (one column per row covers every texel lane).
@@ -240,7 +263,7 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
         rows_per_line: *rows_per_line as u32,
         ..Default::default()
     };
-    let d = LinearTex::variant(ctx(), WeightDtype::F16, true)
+    let d = LinearTex::variant(ctx(), WeightDtype::F16, true, false)
         .unwrap()
         .bind(
             ctx(),
@@ -371,7 +394,7 @@ fn f16_texel_packing_matches_hand_computed() {
 #[test]
 fn texture_workgroups_fold_past_65535_rows_of_x() {
     let p = LinearTexParams {
-        m: 4 * 70_000,
+        m: mamba_wgpu::kernels::linear_tex::ROWS_PER_GROUP * 70_000,
         n: 300,
         k: 8,
         ..Default::default()
