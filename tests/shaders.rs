@@ -25,7 +25,8 @@ fn check(info: &ShaderInfo) {
     if info.source.contains("unpack2x16float") {
         caps |= Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     }
-    let subgroup = info.source.contains("subgroupBroadcast");
+    let subgroup =
+        info.source.contains("subgroupBroadcast(") || info.source.contains("subgroupShuffle(");
     if subgroup {
         caps |= Capabilities::SUBGROUP;
     }

@@ -27,6 +27,7 @@ pub mod selective_state_update;
 pub mod ssd_chunk_cumsum;
 pub mod ssd_chunk_scan;
 pub mod ssd_chunk_state;
+pub mod ssd_scan_seq;
 pub mod ssd_state_passing;
 pub mod ssd_state_update;
 pub mod stream_read;
@@ -89,6 +90,8 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         ssd_chunk_scan::INFO,
         ssd_state_update::INFO,
         ssd_state_update::INFO_VEC4,
+        ssd_scan_seq::INFO,
+        ssd_scan_seq::INFO_SUBGROUP,
         stream_read::INFO,
         stream_read_tex::INFO,
         fma_probe::INFO,

@@ -26,6 +26,7 @@ use crate::kernels::ssd_chunk_cumsum::{
 };
 use crate::kernels::ssd_chunk_scan::{SsdChunkScan, SsdChunkScanBuffers, SsdChunkScanParams};
 use crate::kernels::ssd_chunk_state::{SsdChunkState, SsdChunkStateBuffers, SsdChunkStateParams};
+use crate::kernels::ssd_scan_seq::{self, SsdScanSeq, SsdScanSeqBuffers, SsdScanSeqParams};
 use crate::kernels::ssd_state_passing::{
     SsdStatePassing, SsdStatePassingBuffers, SsdStatePassingParams,
 };
@@ -62,6 +63,8 @@ struct Kernels {
     state_passing: SsdStatePassing,
     chunk_scan: SsdChunkScan,
     state_update: SsdStateUpdate,
+    /// The sequential walk: prefill on CPU adapters (see `record`).
+    scan_seq: SsdScanSeq,
     norm: RmsnormGated,
 }
 
@@ -168,6 +171,7 @@ impl Mamba2 {
             state_passing: SsdStatePassing::new(&ctx)?,
             chunk_scan: SsdChunkScan::new(&ctx)?,
             state_update: SsdStateUpdate::for_d_state(&ctx, cfg.d_state as u32)?,
+            scan_seq: SsdScanSeq::new(&ctx)?,
             norm: RmsnormGated::new(&ctx)?,
         };
         let dims = Self::lm_dims(&cfg, options);
@@ -322,6 +326,24 @@ impl Mixer for Mamba2Mixer {
             state: &r.states[0],
             out: &a[XBC],
         };
+        let seq_params = move |len| SsdScanSeqParams {
+            batch: b,
+            len,
+            nheads: h,
+            head_dim: p,
+            d_state: n,
+            ngroups: g,
+            x_offset: 0,
+            x_stride: conv_dim,
+            b_offset: b_col,
+            c_offset: c_col,
+            dt_offset: dt_col,
+            dt_stride: w,
+            y_stride: e,
+            dt_min,
+            dt_max,
+            ..Default::default()
+        };
         if r.decode {
             plan.push(cap, conv_params, Conv1dStep::workgroups, |p| {
                 k.conv1d_step.bind(ctx, p, conv_bufs)
@@ -357,6 +379,24 @@ impl Mixer for Mamba2Mixer {
                     k.state_update.bind(ctx, prm, bufs)
                 },
             );
+        } else if ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(0)) {
+            // CPU adapters (lavapipe) walk the prompt token by token with each channel's
+            // state in registers: one dispatch with no barriers instead of the four chunked
+            // ones, whose workgroup-memory tiles and barriers cost far more there (a 512-token
+            // mamba2-130m layer: 214 ms chunked). GPUs keep the chunked matmul form.
+            plan.push(cap, conv_params, Conv1d::workgroups, |p| {
+                k.conv1d.bind(ctx, p, conv_bufs)
+            });
+            plan.push(cap, seq_params, SsdScanSeq::workgroups, |prm| {
+                let bufs = SsdScanSeqBuffers {
+                    xbc: &a[XBC],
+                    dt_raw: &a[ZX],
+                    heads: &l.heads.buffer,
+                    state: &r.states[1],
+                    y: &a[Y],
+                };
+                k.scan_seq.bind(ctx, prm, bufs)
+            });
         } else {
             plan.push(cap, conv_params, Conv1d::workgroups, |p| {
                 k.conv1d.bind(ctx, p, conv_bufs)

@@ -1,5 +1,8 @@
 //! ssd_state_update against `reference::ssd_step::ssd_state_update` (and several steps against
-//! an independent f64 recurrence), rmsnorm_gated against `reference::rmsnorm_gated`.
+//! an independent f64 recurrence), ssd_scan_seq (a whole prompt in one dispatch) against the
+//! same twin step after step and the f64 recurrence, rmsnorm_gated against
+//! `reference::rmsnorm_gated`. ssd_scan_seq sums y over N in order, so the same tolerances
+//! hold.
 //!
 //! Tolerances (see `assert_ssd_close`, `assert_norm_close`):
 //! - SSD state: |got − want| ≤ 1e-5·|want| + 1e-5·scale, scale = the largest |want| of the
@@ -19,6 +22,9 @@ use mamba_wgpu::kernels::rmsnorm_gated::{
     check_params as check_norm_params, RmsnormGated, RmsnormGatedBuffers, RmsnormGatedParams,
 };
 use mamba_wgpu::kernels::run;
+use mamba_wgpu::kernels::ssd_scan_seq::{
+    check_params as check_seq_params, SsdScanSeq, SsdScanSeqBuffers, SsdScanSeqParams,
+};
 use mamba_wgpu::kernels::ssd_state_update::{
     check_params, SsdStateUpdate, SsdStateUpdateBuffers, SsdStateUpdateParams, MAX_D_STATE,
 };
@@ -654,4 +660,195 @@ fn rmsnorm_gated_folds_past_65535_workgroups() {
     check_gated(16_385, 3, 4, false);
     let bad = RmsnormGatedParams { group: 5, ..params };
     assert!(check_norm_params(&bad).is_err());
+}
+
+/// Runs all of the problem's steps as one prompt through ssd_scan_seq (rows b·len + t, the
+/// prefill layout) and compares every token's y and the final state with the twin stepped
+/// token by token, and with the f64 recurrence when `f64_check`.
+fn check_seq(what: &str, pr: &Problem, f64_check: bool) {
+    let ctx = ctx();
+    let step = pr.params();
+    let batch = pr.s.batch;
+    let len = pr.steps;
+    let (cw, iw, ys) = (pr.s.conv_width(), pr.s.in_proj_width(), pr.y_stride);
+    let heads = pr.heads();
+    // The prompt's rows, and the twin's y laid out the same way.
+    let mut xbc = vec![f32::NAN; batch * len * cw];
+    let mut in_proj = vec![f32::NAN; batch * len * iw];
+    let mut want_y = vec![Y_PAD; batch * len * ys];
+    let mut want_state = pr.state0.clone();
+    for t in 0..len {
+        let (x_t, dt_t) = pr.pack(t);
+        let mut y_t = vec![Y_PAD; batch * ys];
+        ssd_state_update(&step, &x_t, &dt_t, &heads, &mut want_state, &mut y_t);
+        for b in 0..batch {
+            let r = b * len + t;
+            xbc[r * cw..][..cw].copy_from_slice(&x_t[b * cw..][..cw]);
+            in_proj[r * iw..][..iw].copy_from_slice(&dt_t[b * iw..][..iw]);
+            want_y[r * ys..][..ys].copy_from_slice(&y_t[b * ys..][..ys]);
+        }
+    }
+    let params = SsdScanSeqParams {
+        batch: step.batch,
+        len: len as u32,
+        nheads: step.nheads,
+        head_dim: step.head_dim,
+        d_state: step.d_state,
+        ngroups: step.ngroups,
+        x_offset: step.x_offset,
+        x_stride: step.x_stride,
+        b_offset: step.b_offset,
+        c_offset: step.c_offset,
+        dt_offset: step.dt_offset,
+        dt_stride: step.dt_stride,
+        y_stride: step.y_stride,
+        dt_min: step.dt_min,
+        dt_max: step.dt_max,
+        ..Default::default()
+    };
+    check_seq_params(&params).unwrap();
+    let (xbc_b, dt_b, heads_b) = (upload(&xbc), upload(&in_proj), upload(&heads));
+    let variants = if ctx.features().subgroup {
+        vec![false, true]
+    } else {
+        vec![false]
+    };
+    for subgroup in variants {
+        let what = format!("{what} (subgroup {subgroup})");
+        let state_b = upload(&pr.state0);
+        let y_b = upload(&vec![Y_PAD; want_y.len()]);
+        let d = SsdScanSeq::variant(ctx, subgroup).unwrap().bind(
+            ctx,
+            &params,
+            SsdScanSeqBuffers {
+                xbc: &xbc_b,
+                dt_raw: &dt_b,
+                heads: &heads_b,
+                state: &state_b,
+                y: &y_b,
+            },
+        );
+        run(ctx, &[&d]).unwrap();
+        check_seq_out(&what, pr, &y_b, &state_b, &want_y, &want_state, f64_check);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_seq_out(
+    what: &str,
+    pr: &Problem,
+    y_b: &wgpu::Buffer,
+    state_b: &wgpu::Buffer,
+    want_y: &[f32],
+    want_state: &[f32],
+    f64_check: bool,
+) {
+    let Shape { batch, h, p, n, .. } = pr.s;
+    let (len, ys) = (pr.steps, pr.y_stride);
+    let got_y = read::<f32>(y_b, want_y.len());
+    assert_ssd_close(&format!("{what}: seq y"), &got_y, want_y, n);
+    let got_state = read::<f32>(state_b, want_state.len());
+    assert_ssd_close(&format!("{what}: seq state"), &got_state, want_state, 1);
+    if f64_check {
+        let (ys64, st64) = pr.sequential_f64();
+        let d_inner = h * p;
+        for (t, y64) in ys64.iter().enumerate() {
+            let got: Vec<f32> = (0..batch)
+                .flat_map(|b| got_y[(b * len + t) * ys..][..d_inner].to_vec())
+                .collect();
+            let want: Vec<f32> = y64.iter().map(|&v| v as f32).collect();
+            assert_ssd_close(&format!("{what}: seq y {t} vs f64"), &got, &want, n);
+        }
+        let want: Vec<f32> = st64.iter().map(|&v| v as f32).collect();
+        assert_ssd_close(&format!("{what}: seq state vs f64"), &got_state, &want, 1);
+    }
+}
+
+#[test]
+fn ssd_scan_seq_walks_prompts_like_the_steps() {
+    // mamba2-130m's heads, groups, P around the 64-channel tile (63, 64, 65), N of 4 (one
+    // vec4), 12 and 36 (not a multiple of the 8 vec4s the lanes share) and the 256 maximum;
+    // prompts of 1, 2, 5 and 9 tokens. Widths are multiples of 4, as the kernel requires.
+    for (i, &(s, len)) in [
+        (shape(1, 24, 1, 64, 128), 5),
+        (shape(3, 6, 2, 12, 32), 9),
+        (shape(2, 12, 3, 8, 40), 2),
+        (shape(2, 4, 1, 65, 12), 5),
+        (shape(1, 4, 2, 63, 36), 1),
+        (shape(1, 4, 1, 1, 4), 9),
+        (shape(2, 2, 2, 16, 256), 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let pr = Problem::new(
+            300 + i as u64,
+            s,
+            len,
+            Regime::Mixed,
+            1e-3,
+            2.0,
+            i % 2,
+            i % 3 == 0,
+        );
+        check_seq(&format!("seq {len} tokens {s:?}"), &pr, true);
+    }
+    // Every dt regime, clamps that bind.
+    for (i, regime) in [Regime::Negative, Regime::NearZero, Regime::Large]
+        .into_iter()
+        .enumerate()
+    {
+        let pr = Problem::new(
+            320 + i as u64,
+            shape(3, 6, 2, 12, 32),
+            4,
+            regime,
+            0.0,
+            f32::INFINITY,
+            1,
+            false,
+        );
+        check_seq(&format!("seq {regime:?}"), &pr, true);
+    }
+    let pr = Problem::new(
+        330,
+        shape(1, 24, 1, 64, 128),
+        3,
+        Regime::Mixed,
+        0.05,
+        0.5,
+        0,
+        false,
+    );
+    check_seq("seq clamped", &pr, true);
+}
+
+#[test]
+fn ssd_scan_seq_checks_params() {
+    let ok = SsdScanSeqParams {
+        batch: 1,
+        len: 4,
+        nheads: 4,
+        head_dim: 8,
+        d_state: 16,
+        ngroups: 2,
+        ..Default::default()
+    };
+    assert!(check_seq_params(&ok).is_ok());
+    for bad in [
+        SsdScanSeqParams { d_state: 257, ..ok },
+        SsdScanSeqParams { ngroups: 3, ..ok },
+        SsdScanSeqParams { head_dim: 0, ..ok },
+        // B, C or the state off vec4 boundaries.
+        SsdScanSeqParams { d_state: 18, ..ok },
+        SsdScanSeqParams { x_stride: 42, ..ok },
+        SsdScanSeqParams { b_offset: 2, ..ok },
+        SsdScanSeqParams { c_offset: 7, ..ok },
+    ] {
+        assert!(check_seq_params(&bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(
+        SsdScanSeq::workgroups(&SsdScanSeqParams { len: 0, ..ok })[0],
+        0
+    );
 }

@@ -1,0 +1,159 @@
+// mamba_wgpu.ssd_scan_seq: Mamba-2 (SSD) over a prompt walked token by token, the state of
+// each (sequence, head, channel p) kept in the invocation for the whole walk: the sequential
+// twin of the chunked kernels (ssd_chunk_cumsum/_state, ssd_state_passing, ssd_chunk_scan)
+// for CPU adapters, where it does the same math with no workgroup memory and no barrier.
+//
+// Bindings: 0 params (uniform);
+//           1 xbc    f32 rows (the conv1d output), read as vec4s: row r holds x[h, p] at
+//                    xbc[r*x_stride + x_offset + h*P + p], B[g, n] at
+//                    xbc[r*x_stride + b_offset + g*N + n], C[g, n] at ... + c_offset + g*N + n;
+//           2 dt_raw f32 rows (the in_proj output): dt before bias at dt_raw[r*dt_stride + dt_offset + h];
+//           3 heads  per-layer constants packed: A_log[h] at h, D[h] at H + h, dt_bias[h] at 2H + h;
+//           4 state  f32 [batch, H, P, N] (read_write, as vec4s), element (b*H + h)*P*N + p*N + n:
+//                    read as the initial state, overwritten with the final one;
+//           5 y      f32 rows, written at y[r*y_stride + h*P + p] (other elements untouched).
+//           Row r = b*len + t of sequence b, token t; group g = h / (H / G); N <= MAX_D_STATE.
+//           x_stride, b_offset, c_offset and N are multiples of 4 (checked on the Rust side),
+//           so B and C rows are whole vec4s.
+// Lanes:    a Rust-side header (src/kernels/ssd_scan_seq.rs) declares the entry point `main`,
+//           which calls scan() with the invocation's lane (0..7) and whether B and C are
+//           shared: with subgroups of 8 or more lanes, lanes 0..7 load 8 consecutive vec4s of
+//           B (and of C) at once and every lane takes them by subgroupShuffle (one load for
+//           eight); without, every lane loads them itself.
+// Params:   16 x 4 bytes, mirrored by `SsdScanSeqParams` in src/kernels/ssd_scan_seq.rs.
+// Geometry: workgroups of 64 invocations, one per channel p of a tile of 64; a workgroup owns
+//           one (b, h), so dt, dA, B and C are read at lane-uniform addresses (one load for
+//           the workgroup on CPU adapters). batch * H * ceil(P / 64) workgroups, folded into
+//           (x, y). Invocations past P compute on a clamped p and write nothing (they take
+//           part in the shuffles).
+// Math:     per token t: dt = clamp(softplus(dt_raw + dt_bias[h]), dt_min, dt_max),
+//           A = -exp(A_log[h]), dA = exp(dt * A); h[p, n] = dA * h[p, n] + dt * x[p] * B[n];
+//           y[p] = sum_n C[n] * h[p, n] + D[h] * x[p]. The same recurrence (and clamp) as
+//           mamba_wgpu.ssd_state_update, for len tokens; the state's N floats live in a
+//           private array of vec4s and touch the buffer only at the start and the end.
+
+struct Params {
+    batch: u32,
+    len: u32,
+    nheads: u32,
+    head_dim: u32,
+    d_state: u32,
+    ngroups: u32,
+    x_offset: u32,
+    x_stride: u32,
+    b_offset: u32,
+    c_offset: u32,
+    dt_offset: u32,
+    dt_stride: u32,
+    y_stride: u32,
+    dt_min: f32,
+    dt_max: f32,
+    _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> xbc: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> dt_raw: array<f32>;
+@group(0) @binding(3) var<storage, read> heads: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+
+const WG: u32 = 64u;
+const MAX_D_STATE: u32 = 256u;
+
+// torch's softplus (threshold 20), from exp alone: see mamba_wgpu.ssd_state_update.
+fn softplus(v: f32) -> f32 {
+    if (v > 20.0) {
+        return v;
+    }
+    let e = exp(-abs(v));
+    let s = e / (2.0 + e);
+    let t = s * s;
+    let series = 1.0 + t * (1.0 / 3.0 + t * (1.0 / 5.0 + t * (1.0 / 7.0 + t * (1.0 / 9.0
+        + t * (1.0 / 11.0 + t * (1.0 / 13.0 + t * (1.0 / 15.0)))))));
+    return max(v, 0.0) + 2.0 * s * series;
+}
+
+fn xbc1(i: u32) -> f32 {
+    return xbc[i / 4u][i % 4u];
+}
+
+fn scan(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    let n_heads = params.nheads;
+    let head_dim = params.head_dim;
+    let n_state = params.d_state;
+    let len = params.len;
+    let tiles = (head_dim + WG - 1u) / WG;
+    let index = wg.x + wg.y * nwg.x;
+    // Workgroup-uniform exit only (the shuffles need every lane).
+    if (index >= params.batch * n_heads * tiles) {
+        return;
+    }
+    let p_real = (index % tiles) * WG + lid;
+    let live = p_real < head_dim;
+    let p = min(p_real, head_dim - 1u);
+    let bh = index / tiles;
+    let b = bh / n_heads;
+    let h = bh % n_heads;
+    let g = h / (n_heads / params.ngroups);
+    let a = -exp(heads[h]);
+    let d_skip = heads[n_heads + h];
+    let dt_bias = heads[2u * n_heads + h];
+    let n4 = n_state / 4u;
+    let state_base = (bh * head_dim + p) * n4;
+
+    var s: array<vec4<f32>, 64>;
+    for (var j = 0u; j < n4; j++) {
+        s[j] = state[state_base + j];
+    }
+
+    for (var t = 0u; t < len; t++) {
+        let r = b * len + t;
+        let raw = dt_raw[r * params.dt_stride + params.dt_offset + h] + dt_bias;
+        // min(max()) rather than clamp(): dt_max may be +inf (Mamba-2's default limit).
+        let dt = min(max(softplus(raw), params.dt_min), params.dt_max);
+        let da = exp(dt * a);
+        let row = r * params.x_stride;
+        let xv = xbc1(row + params.x_offset + h * head_dim + p);
+        let dtx = dt * xv;
+        // vec4 indices of the row's B and C for group g.
+        let bb = (row + params.b_offset + g * n_state) / 4u;
+        let cb = (row + params.c_offset + g * n_state) / 4u;
+        var acc = 0.0;
+        for (var j0 = 0u; j0 < n4; j0 += 8u) {
+            var bl = vec4<f32>(0.0);
+            var cl = vec4<f32>(0.0);
+            if (share) {
+                let jl = min(j0 + lane, n4 - 1u);
+                bl = xbc[bb + jl];
+                cl = xbc[cb + jl];
+            }
+            for (var i = 0u; i < 8u; i++) {
+                let j = j0 + i;
+                if (j < n4) {
+                    var bv: vec4<f32>;
+                    var cv: vec4<f32>;
+                    if (share) {
+                        bv = shuffle(bl, i);
+                        cv = shuffle(cl, i);
+                    } else {
+                        bv = xbc[bb + j];
+                        cv = xbc[cb + j];
+                    }
+                    let sv = da * s[j] + dtx * bv;
+                    s[j] = sv;
+                    acc += dot(cv, sv);
+                }
+            }
+        }
+        if (live) {
+            y[r * params.y_stride + h * head_dim + p] = acc + d_skip * xv;
+        }
+    }
+
+    if (live) {
+        for (var j = 0u; j < n4; j++) {
+            state[state_base + j] = s[j];
+        }
+    }
+}
