@@ -23,6 +23,12 @@ pub struct ContextOptions {
     /// more. Tests lower it to exercise the line and page layout of texture-stored weights;
     /// `None` uses the device's `max_texture_dimension_2d`.
     pub texture_dimension_limit: Option<u32>,
+    /// Whether to run the kernels chosen for CPU adapters (the sequential scans, texture
+    /// weights under [`crate::WeightStorage::Auto`]): `None` decides from the adapter type
+    /// (CPU adapters such as lavapipe, SwiftShader, WARP; an application's device handed to
+    /// [`GpuContext::from_device`] counts as a GPU). `Some` forces it: an application that
+    /// knows its device is a CPU says so, and tests run the GPU paths on a CPU adapter.
+    pub cpu_paths: Option<bool>,
 }
 
 /// Features present on the device that kernels may choose faster variants from.
@@ -143,6 +149,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     storage_binding_limit: u64,
     texture_dimension_limit: u32,
+    cpu_paths: Option<bool>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     pipelines: Mutex<HashMap<String, Arc<KernelPipeline>>>,
@@ -276,6 +283,7 @@ impl GpuContext {
             limits,
             storage_binding_limit,
             texture_dimension_limit,
+            cpu_paths: None,
             errors,
             lost,
             pipelines: Mutex::new(HashMap::new()),
@@ -290,6 +298,9 @@ impl GpuContext {
         }
         if let Some(t) = options.texture_dimension_limit {
             self.texture_dimension_limit = self.texture_dimension_limit.min(t.max(1));
+        }
+        if options.cpu_paths.is_some() {
+            self.cpu_paths = options.cpu_paths;
         }
     }
 
@@ -392,9 +403,12 @@ impl GpuContext {
     /// Whether the device is a CPU adapter (Mesa's llvmpipe/lavapipe, SwiftShader, WARP): a
     /// few cores running workgroups in SIMD lanes, where barriers and storage-buffer gathers
     /// are expensive and lane-uniform loads cheap. Kernels with a sequential variant (the
-    /// Mamba-1 scan) pick it here. False for devices the application handed us.
+    /// Mamba-1 scan, Mamba-2's SSD) pick it here. False for devices the application handed
+    /// us, unless [`ContextOptions::cpu_paths`] says otherwise (it overrides either way).
     pub fn is_cpu_adapter(&self) -> bool {
-        matches!(&self.info, Some(i) if i.device_type == wgpu::DeviceType::Cpu)
+        self.cpu_paths.unwrap_or_else(
+            || matches!(&self.info, Some(i) if i.device_type == wgpu::DeviceType::Cpu),
+        )
     }
 
     /// Fails with the first device error or device loss recorded since the last call.

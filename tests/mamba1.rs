@@ -42,15 +42,20 @@ fn load(name: &str) -> Mamba1 {
 #[test]
 fn logits_and_greedy_tokens_match_transformers_on_every_fixture() {
     // Greedy: prefill then cached decode, as transformers' generate(use_cache=True).
-    // Storage buffers: the matmul (prefill) and GEMV (decode) kernels.
-    for name in FIXTURES {
-        fx::check_fixture_stored(
-            "mamba1",
-            name,
-            WeightDtype::F32,
-            WeightStorage::Buffer,
-            1e-4,
-        );
+    // Storage buffers: the matmul (prefill) and GEMV (decode) kernels, with the scan as the
+    // adapter picks it (on CI's lavapipe: the sequential walk) and with the GPU paths (the
+    // parallel scan).
+    for ctx in [common::shared(), common::gpu_paths()] {
+        for name in FIXTURES {
+            fx::check_fixture_on(
+                ctx,
+                "mamba1",
+                name,
+                WeightDtype::F32,
+                WeightStorage::Buffer,
+                1e-4,
+            );
+        }
     }
 }
 

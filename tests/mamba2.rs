@@ -27,15 +27,20 @@ fn load(name: &str) -> Model {
 
 #[test]
 fn logits_and_greedy_tokens_match_transformers_on_every_fixture() {
-    // Storage buffers: the matmul (prefill) and GEMV (decode) kernels.
-    for name in FIXTURES {
-        fx::check_fixture_stored(
-            "mamba2",
-            name,
-            WeightDtype::F32,
-            WeightStorage::Buffer,
-            1e-4,
-        );
+    // Storage buffers: the matmul (prefill) and GEMV (decode) kernels, with the SSD as the
+    // adapter picks it (on CI's lavapipe: the sequential walk) and with the GPU paths (the
+    // chunked SSD kernels).
+    for ctx in [common::shared(), common::gpu_paths()] {
+        for name in FIXTURES {
+            fx::check_fixture_on(
+                ctx,
+                "mamba2",
+                name,
+                WeightDtype::F32,
+                WeightStorage::Buffer,
+                1e-4,
+            );
+        }
     }
 }
 

@@ -100,7 +100,9 @@ pub fn assert_logits(what: &str, got: &[f32], want: &[f32]) {
     );
 }
 
-use mamba_wgpu::{LoadOptions, Model, SessionOptions, WeightDtype, WeightStorage};
+use std::sync::Arc;
+
+use mamba_wgpu::{GpuContext, LoadOptions, Model, SessionOptions, WeightDtype, WeightStorage};
 
 /// Loads a fixture with weights stored as `dtype` where the device prefers them.
 pub fn load(family: &str, name: &str, dtype: WeightDtype) -> Model {
@@ -116,7 +118,12 @@ pub fn load(family: &str, name: &str, dtype: WeightDtype) -> Model {
 
 /// Loads a fixture with `options`.
 pub fn load_with(family: &str, name: &str, options: &LoadOptions) -> Model {
-    Model::load_with(super::shared().clone(), &fixture_dir(family, name), options)
+    load_on(super::shared(), family, name, options)
+}
+
+/// Loads a fixture with `options` on `ctx`.
+pub fn load_on(ctx: &Arc<GpuContext>, family: &str, name: &str, options: &LoadOptions) -> Model {
+    Model::load_with(ctx.clone(), &fixture_dir(family, name), options)
         .unwrap_or_else(|e| panic!("{family}/{name}: {e}"))
 }
 
@@ -155,7 +162,24 @@ pub fn check_fixture_stored(
     storage: WeightStorage,
     tol: f32,
 ) {
-    let m = load_with(family, name, &LoadOptions { dtype, storage });
+    check_fixture_on(super::shared(), family, name, dtype, storage, tol)
+}
+
+/// [`check_fixture_stored`] on `ctx` (for instance [`super::gpu_paths`]).
+pub fn check_fixture_on(
+    ctx: &Arc<GpuContext>,
+    family: &str,
+    name: &str,
+    dtype: WeightDtype,
+    storage: WeightStorage,
+    tol: f32,
+) {
+    let gpu_paths = if ctx.is_cpu_adapter() {
+        ""
+    } else {
+        ", GPU paths"
+    };
+    let m = load_on(ctx, family, name, &LoadOptions { dtype, storage });
     for (k, c) in cases(family, name).iter().enumerate() {
         let mut s = m
             .session(&SessionOptions {
@@ -166,7 +190,7 @@ pub fn check_fixture_stored(
             .unwrap();
         let (d, scale) = max_diff(&s.logits(&c.refs()).unwrap(), &c.logits);
         eprintln!(
-            "{family}/{name} case {k} (B={}, L={}, {dtype:?}, {storage:?}): max |Δlogit| = {d:.3e} (max |logit| {scale:.2}, ratio {:.2e})",
+            "{family}/{name} case {k} (B={}, L={}, {dtype:?}, {storage:?}{gpu_paths}): max |Δlogit| = {d:.3e} (max |logit| {scale:.2}, ratio {:.2e})",
             c.batch,
             c.len,
             d / scale

@@ -23,6 +23,23 @@ pub fn shared() -> &'static Arc<GpuContext> {
     })
 }
 
+/// A second context on the same kind of adapter that runs the kernels chosen for GPUs
+/// (`ContextOptions::cpu_paths = Some(false)`: buffer weights, the parallel Mamba-1 scan,
+/// Mamba-2's chunked SSD), so that CI's CPU adapter checks those paths against the fixtures
+/// too.
+pub fn gpu_paths() -> &'static Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let options = mamba_wgpu::ContextOptions {
+            cpu_paths: Some(false),
+            ..Default::default()
+        };
+        Arc::new(GpuContext::with_options(&options).unwrap_or_else(|e| {
+            panic!("no GPU device for the tests ({e}); on a machine without a GPU install Mesa's lavapipe: apt-get install -y mesa-vulkan-drivers")
+        }))
+    })
+}
+
 /// A storage buffer holding `data`.
 pub fn upload<T: bytemuck::Pod>(data: &[T]) -> wgpu::Buffer {
     ctx()
