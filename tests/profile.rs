@@ -145,7 +145,7 @@ fn profiled_decode_chooses_the_same_tokens() {
                 "gemv",
                 "conv1d_step",
                 "gemv",
-                "gemv",
+                // dt_proj is applied inside the state update when decoding.
                 "selective_state_update",
                 "gemv"
             ]
