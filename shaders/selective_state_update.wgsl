@@ -18,7 +18,15 @@
 //           per sequence, batch of those, folded into (x, y). A workgroup never spans two
 //           sequences, so the token's B and C (2N floats, shared by all channels) are read at
 //           lane-uniform addresses: one load feeds the whole workgroup on CPU adapters and hits
-//           the same cache line on GPUs. No workgroup memory, no barriers.
+//           the same cache line on GPUs. No workgroup memory, no barriers. Lanes past d_inner
+//           compute on a clamped channel and write nothing; the only early exit is
+//           workgroup-uniform.
+// Lanes:    a Rust-side header (src/kernels/selective_state_update.rs) declares the entry
+//           point `main`, which calls update() with the lane (0..7) and whether values are
+//           shared: with subgroups of 8 or more lanes, lanes 0..7 load 8 consecutive values of
+//           B, of C and of dt_proj's input and every lane takes them by subgroupShuffle (one
+//           load instruction for eight, which is what costs on CPU adapters); without, every
+//           lane loads them itself.
 // Math:     Δ = softplus(dt + dt_bias) (x if x > 20 else log1p(exp(x))), A = -exp(A_log),
 //           h[n] = exp(Δ A[n]) h[n] + Δ B[n] x,   y = Σ_n C[n] h[n] (+ D x if flags & 2)
 //           (· silu(z) if flags & 1), token after token for len tokens: the sequential form of
@@ -83,19 +91,56 @@ fn softplus(v: f32) -> f32 {
 // is dt_proj applied here, Σ_j W[d, j]·dt_in[j] over the row's first dt_rank x_proj outputs
 // (lane-uniform addresses), with W stored transposed in ssm so that the lanes (consecutive d)
 // read consecutive words. Summed in j order, in f32.
-fn delta(r: u32, d: u32, dt_bias: f32) -> f32 {
+fn delta(r: u32, d: u32, dt_bias: f32, lane: u32, share: bool) -> f32 {
     let base = params.dt_offset + r * params.dt_stride;
     if (params.dt_rank == 0u) {
         return softplus(dt[base + d] + dt_bias);
     }
     let d_inner = params.d_inner;
+    let rank = params.dt_rank;
     var w = d_inner * (params.d_state + 2u) + d;
     var acc = 0.0;
-    for (var j = 0u; j < params.dt_rank; j++) {
-        acc += ssm[w] * dt[base + j];
-        w += d_inner;
+    for (var j0 = 0u; j0 < rank; j0 += 8u) {
+        // Shared: lane l holds dt_in[j0 + l] and the lanes exchange them.
+        var mine = 0.0;
+        if (share) {
+            mine = dt[base + min(j0 + lane, rank - 1u)];
+        }
+        for (var i = 0u; i < 8u; i++) {
+            let j = j0 + i;
+            if (j < rank) {
+                var v: f32;
+                if (share) {
+                    v = shuffle1(mine, i);
+                } else {
+                    v = dt[base + j];
+                }
+                acc += ssm[w] * v;
+                w += d_inner;
+            }
+        }
     }
     return softplus(acc + dt_bias);
+}
+
+// B or C of one token for the register path (N <= 16), states n0 .. n0 + 3 (n0 a multiple of
+// 4), 0 past N. Shared: lane l holds the row's values n = l (lo) and 8 + l (hi).
+fn bc4s(base: u32, n0: u32, n_state: u32, lo: f32, hi: f32, share: bool) -> vec4<f32> {
+    if (!share) {
+        return bc4(base, n0, n_state);
+    }
+    var v = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        let n = n0 + i;
+        var x: f32;
+        if (n < 8u) {
+            x = shuffle1(lo, n);
+        } else {
+            x = shuffle1(hi, n - 8u);
+        }
+        v[i] = select(0.0, x, n < n_state);
+    }
+    return v;
 }
 
 // bc[base + n0 + i] for the lanes n0 + i < N, 0 past N (so those lanes of h stay 0).
@@ -152,20 +197,21 @@ fn finish(s0: f32, xv: f32, d_skip: f32, zi: u32) -> f32 {
     return s;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
+fn update(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     let d_inner = params.d_inner;
     let n_state = params.d_state;
     let len = params.len;
     let blocks = (d_inner + WG - 1u) / WG;
     let group = wg.x + wg.y * nwg.x;
     let b = group / blocks;
-    let d = (group % blocks) * WG + lid;
-    // No barriers: invocations past the real channels (or past the fold's rounding) leave.
-    if (group >= params.batch * blocks || d >= d_inner) {
+    // A workgroup-uniform exit only (the lanes exchange values below). Lanes past the real
+    // channels compute channel d_inner - 1 again and write nothing.
+    if (group >= params.batch * blocks) {
         return;
     }
+    let d_real = (group % blocks) * WG + lid;
+    let live = d_real < d_inner;
+    let d = min(d_real, d_inner - 1u);
     let d_skip = ssm[d_inner * n_state + d];
     let dt_bias = ssm[d_inner * n_state + d_inner + d];
     let state_base = (b * d_inner + d) * n_state;
@@ -179,51 +225,72 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var h1 = h4(state_base, 4u, n_state);
         var h2 = h4(state_base, 8u, n_state);
         var h3 = h4(state_base, 12u, n_state);
+        let last = n_state - 1u;
         for (var t = 0u; t < len; t++) {
             let r = b * len + t;
             let bb = params.bc_offset + r * params.bc_stride;
             let cb = bb + n_state;
-            let dlt = delta(r, d, dt_bias);
+            var b_lo = 0.0;
+            var b_hi = 0.0;
+            var c_lo = 0.0;
+            var c_hi = 0.0;
+            if (share) {
+                b_lo = bc[bb + min(lane, last)];
+                c_lo = bc[cb + min(lane, last)];
+                if (n_state > 8u) {
+                    b_hi = bc[bb + min(8u + lane, last)];
+                    c_hi = bc[cb + min(8u + lane, last)];
+                }
+            }
+            let dlt = delta(r, d, dt_bias, lane, share);
             let xv = x[params.x_offset + r * params.x_stride + d];
             let dx = dlt * xv;
             // Blocks wholly past N are skipped (a uniform branch); their lanes stay 0.
-            h0 = exp(dlt * a0) * h0 + dx * bc4(bb, 0u, n_state);
-            var s = dot(bc4(cb, 0u, n_state), h0);
+            h0 = exp(dlt * a0) * h0 + dx * bc4s(bb, 0u, n_state, b_lo, b_hi, share);
+            var s = dot(bc4s(cb, 0u, n_state, c_lo, c_hi, share), h0);
             if (n_state > 4u) {
-                h1 = exp(dlt * a1) * h1 + dx * bc4(bb, 4u, n_state);
-                s += dot(bc4(cb, 4u, n_state), h1);
+                h1 = exp(dlt * a1) * h1 + dx * bc4s(bb, 4u, n_state, b_lo, b_hi, share);
+                s += dot(bc4s(cb, 4u, n_state, c_lo, c_hi, share), h1);
             }
             if (n_state > 8u) {
-                h2 = exp(dlt * a2) * h2 + dx * bc4(bb, 8u, n_state);
-                s += dot(bc4(cb, 8u, n_state), h2);
+                h2 = exp(dlt * a2) * h2 + dx * bc4s(bb, 8u, n_state, b_lo, b_hi, share);
+                s += dot(bc4s(cb, 8u, n_state, c_lo, c_hi, share), h2);
             }
             if (n_state > 12u) {
-                h3 = exp(dlt * a3) * h3 + dx * bc4(bb, 12u, n_state);
-                s += dot(bc4(cb, 12u, n_state), h3);
+                h3 = exp(dlt * a3) * h3 + dx * bc4s(bb, 12u, n_state, b_lo, b_hi, share);
+                s += dot(bc4s(cb, 12u, n_state, c_lo, c_hi, share), h3);
             }
-            y[r * params.y_stride + d] =
-                finish(s, xv, d_skip, params.z_offset + r * params.z_stride + d);
+            if (live) {
+                y[r * params.y_stride + d] =
+                    finish(s, xv, d_skip, params.z_offset + r * params.z_stride + d);
+            }
         }
-        store_h4(state_base, 0u, n_state, h0);
-        store_h4(state_base, 4u, n_state, h1);
-        store_h4(state_base, 8u, n_state, h2);
-        store_h4(state_base, 12u, n_state, h3);
+        if (live) {
+            store_h4(state_base, 0u, n_state, h0);
+            store_h4(state_base, 4u, n_state, h1);
+            store_h4(state_base, 8u, n_state, h2);
+            store_h4(state_base, 12u, n_state, h3);
+        }
         return;
     }
 
     for (var t = 0u; t < len; t++) {
         let r = b * len + t;
         let bb = params.bc_offset + r * params.bc_stride;
-        let dlt = delta(r, d, dt_bias);
+        let dlt = delta(r, d, dt_bias, lane, share);
         let xv = x[params.x_offset + r * params.x_stride + d];
         var s = 0.0;
         for (var n = 0u; n < n_state; n++) {
             let a = exp(dlt * -exp(ssm[d * n_state + n]));
             let h = a * state[state_base + n] + dlt * bc[bb + n] * xv;
-            state[state_base + n] = h;
+            if (live) {
+                state[state_base + n] = h;
+            }
             s += bc[bb + n_state + n] * h;
         }
-        y[r * params.y_stride + d] =
-            finish(s, xv, d_skip, params.z_offset + r * params.z_stride + d);
+        if (live) {
+            y[r * params.y_stride + d] =
+                finish(s, xv, d_skip, params.z_offset + r * params.z_stride + d);
+        }
     }
 }

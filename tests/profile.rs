@@ -26,9 +26,18 @@ fn tiny(family: &str, name: &str) -> Model {
 /// The Mamba-1 prefill scan: the sequential walk on CPU adapters, the parallel scan elsewhere.
 fn prefill_scan() -> &'static str {
     if ctx().is_cpu_adapter() {
-        "selective_state_update"
+        state_update()
     } else {
         "selective_scan"
+    }
+}
+
+/// The state update's label: its subgroup variant where the device has subgroups.
+fn state_update() -> &'static str {
+    if ctx().features().subgroup {
+        "selective_state_update_subgroup"
+    } else {
+        "selective_state_update"
     }
 }
 
@@ -146,7 +155,7 @@ fn profiled_decode_chooses_the_same_tokens() {
                 "conv1d_step",
                 "gemv",
                 // dt_proj is applied inside the state update when decoding.
-                "selective_state_update",
+                state_update(),
                 "gemv"
             ]
         );

@@ -82,6 +82,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         conv1d_step::INFO,
         selective_scan::INFO,
         selective_state_update::INFO,
+        selective_state_update::INFO_SUBGROUP,
         sample::INFO,
         rmsnorm_gated::INFO,
         ssd_chunk_cumsum::INFO,

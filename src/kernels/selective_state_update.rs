@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
-use crate::error::Result;
+use crate::error::{Error, Result};
 pub use crate::kernels::selective_scan::{
     check_params, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
@@ -27,10 +27,43 @@ const BINDINGS: &[BindingKind] = &[
     BindingKind::StorageRw,
 ];
 
-/// Static facts about the shader.
+/// Static facts about the shader in which every lane loads B, C and dt_proj's input itself
+/// (no optional feature).
 pub const INFO: ShaderInfo = ShaderInfo {
     label: "mamba_wgpu.selective_state_update",
-    source: include_str!("../../shaders/selective_state_update.wgsl"),
+    source: concat!(
+        "// mamba_wgpu.selective_state_update: shaders/selective_state_update.wgsl, every lane
+// loading what it reads.
+fn shuffle1(v: f32, i: u32) -> f32 { return v; }
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    update(wg, nwg, lid, 0u, false);
+}
+",
+        include_str!("../../shaders/selective_state_update.wgsl")
+    ),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<SelectiveScanParams>(),
+};
+
+/// Static facts about the shader sharing B, C and dt_proj's input across subgroup lanes
+/// (needs wgpu's `SUBGROUP` feature).
+pub const INFO_SUBGROUP: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.selective_state_update_subgroup",
+    source: concat!(
+        "// mamba_wgpu.selective_state_update_subgroup: shaders/selective_state_update.wgsl, B, C
+// and dt_proj's input shared across subgroups of 8 or more lanes.
+fn shuffle1(v: f32, i: u32) -> f32 { return subgroupShuffle(v, i); }
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32,
+        @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
+    update(wg, nwg, lid, lane & 7u, width >= 8u);
+}
+",
+        include_str!("../../shaders/selective_state_update.wgsl")
+    ),
     bindings: BINDINGS,
     params_size: std::mem::size_of::<SelectiveScanParams>(),
 };
@@ -42,10 +75,20 @@ pub struct SelectiveStateUpdate {
 }
 
 impl SelectiveStateUpdate {
-    /// Builds (or fetches from the cache) the pipeline.
+    /// Builds (or fetches from the cache) the fastest variant the device has.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Self::variant(ctx, ctx.features().subgroup)
+    }
+
+    /// The variant sharing loads across subgroup lanes when `subgroup` (which needs the
+    /// `SUBGROUP` feature), the plain one otherwise; tests run both.
+    pub fn variant(ctx: &GpuContext, subgroup: bool) -> Result<Self> {
+        if subgroup && !ctx.features().subgroup {
+            return Err(Error::MissingFeature("SUBGROUP"));
+        }
+        let info = if subgroup { INFO_SUBGROUP } else { INFO };
         Ok(Self {
-            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+            pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
         })
     }
 

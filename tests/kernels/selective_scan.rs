@@ -184,7 +184,11 @@ fn twin(p: &Problem, k: &Packed, state: &mut [f32]) -> Vec<f32> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Kernel {
     Scan,
+    /// selective_state_update as the device picks it (subgroup lanes sharing loads where it
+    /// has subgroups).
     Update,
+    /// selective_state_update with every lane loading for itself.
+    UpdatePlain,
 }
 
 /// One GPU call on a packed input against the state buffer `state`; returns y.
@@ -212,6 +216,9 @@ fn gpu(kernel: Kernel, p: &Problem, k: &Packed, state: &wgpu::Buffer) -> Vec<f32
     let d = match kernel {
         Kernel::Scan => SelectiveScan::new(ctx).unwrap().bind(ctx, &k.params, b),
         Kernel::Update => SelectiveStateUpdate::new(ctx)
+            .unwrap()
+            .bind(ctx, &k.params, b),
+        Kernel::UpdatePlain => SelectiveStateUpdate::variant(ctx, false)
             .unwrap()
             .bind(ctx, &k.params, b),
     };
@@ -344,7 +351,9 @@ fn sequential_state_update_walks_prompts_like_the_scan() {
             let flags = (i % 4) as u32;
             let strided = i.is_multiple_of(2);
             let init = (i / 2).is_multiple_of(2);
-            check_scan_with(Kernel::Update, batch, len, d_inner, n, flags, strided, init);
+            for kernel in [Kernel::Update, Kernel::UpdatePlain] {
+                check_scan_with(kernel, batch, len, d_inner, n, flags, strided, init);
+            }
             i += 1;
         }
     }
@@ -497,11 +506,17 @@ fn selective_state_update_matches_reference_on_awkward_shapes() {
             let k = pack(&p, 0, len, flags, strided);
             let mut want_state = p.state0.clone();
             let want_y = twin(&p, &k, &mut want_state);
-            let state = upload(&p.state0);
-            let got_y = gpu(Kernel::Update, &p, &k, &state);
-            assert_scan_close(&format!("{what}: y"), &got_y, &want_y);
-            let got_state = read::<f32>(&state, want_state.len());
-            assert_scan_close(&format!("{what}: state"), &got_state, &want_state);
+            for kernel in [Kernel::Update, Kernel::UpdatePlain] {
+                let state = upload(&p.state0);
+                let got_y = gpu(kernel, &p, &k, &state);
+                assert_scan_close(&format!("{what} {kernel:?}: y"), &got_y, &want_y);
+                let got_state = read::<f32>(&state, want_state.len());
+                assert_scan_close(
+                    &format!("{what} {kernel:?}: state"),
+                    &got_state,
+                    &want_state,
+                );
+            }
             i += 1;
         }
     }
@@ -615,37 +630,34 @@ fn selective_state_update_applies_dt_proj() {
         );
 
         let ctx = ctx();
-        let (bc_buf, x, z, ssm_buf, y) = (
-            upload(&bc),
-            upload(&p.x),
-            upload(&p.z),
-            upload(&ssm),
-            zeros(rows * d_inner),
-        );
-        let state = upload(&p.state0);
-        let bufs = SelectiveScanBuffers {
-            dt: &bc_buf,
-            bc: &bc_buf,
-            x: &x,
-            z: &z,
-            ssm: &ssm_buf,
-            state: &state,
-            y: &y,
-        };
-        let d = SelectiveStateUpdate::new(ctx)
-            .unwrap()
-            .bind(ctx, &params, bufs);
-        run(ctx, &[&d]).unwrap();
-        assert_scan_close(
-            &format!("{what}: y"),
-            &read::<f32>(&y, rows * d_inner),
-            &want_y,
-        );
-        assert_scan_close(
-            &format!("{what}: state"),
-            &read::<f32>(&state, want_state.len()),
-            &want_state,
-        );
+        let (bc_buf, x, z, ssm_buf) = (upload(&bc), upload(&p.x), upload(&p.z), upload(&ssm));
+        for subgroup in [false, ctx.features().subgroup] {
+            let state = upload(&p.state0);
+            let y = zeros(rows * d_inner);
+            let bufs = SelectiveScanBuffers {
+                dt: &bc_buf,
+                bc: &bc_buf,
+                x: &x,
+                z: &z,
+                ssm: &ssm_buf,
+                state: &state,
+                y: &y,
+            };
+            let d = SelectiveStateUpdate::variant(ctx, subgroup)
+                .unwrap()
+                .bind(ctx, &params, bufs);
+            run(ctx, &[&d]).unwrap();
+            assert_scan_close(
+                &format!("{what} subgroup {subgroup}: y"),
+                &read::<f32>(&y, rows * d_inner),
+                &want_y,
+            );
+            assert_scan_close(
+                &format!("{what}: state"),
+                &read::<f32>(&state, want_state.len()),
+                &want_state,
+            );
+        }
     }
 }
 
