@@ -19,6 +19,18 @@ use mamba_wgpu::kernels::selective_scan::{
     SelectiveScan, SelectiveScanBuffers, SelectiveScanParams,
 };
 use mamba_wgpu::kernels::selective_state_update::SelectiveStateUpdate;
+use mamba_wgpu::kernels::ssd_chunk_cumsum::{
+    SsdChunkCumsum, SsdChunkCumsumBuffers, SsdChunkCumsumParams,
+};
+use mamba_wgpu::kernels::ssd_chunk_scan::{SsdChunkScan, SsdChunkScanBuffers, SsdChunkScanParams};
+use mamba_wgpu::kernels::ssd_chunk_state::{
+    SsdChunkState, SsdChunkStateBuffers, SsdChunkStateParams,
+};
+use mamba_wgpu::kernels::ssd_scan_seq::{SsdScanSeq, SsdScanSeqBuffers, SsdScanSeqParams};
+use mamba_wgpu::kernels::ssd_state_passing::{
+    SsdStatePassing, SsdStatePassingBuffers, SsdStatePassingParams,
+};
+use mamba_wgpu::kernels::ssd_state_update::{SsdStateUpdate, SsdStateUpdateParams};
 use mamba_wgpu::kernels::stream_read::{StreamRead, StreamReadBuffers, StreamReadParams};
 use mamba_wgpu::kernels::{run, Dispatch};
 use mamba_wgpu::tensor::{PageStorage, PagedMatrix, WeightDtype, WeightStorage};
@@ -178,6 +190,7 @@ fn benches(c: &mut Criterion) {
     let ctx = GpuContext::new().expect("a GPU adapter (or lavapipe)");
     eprintln!("adapter: {}", ctx.adapter_name());
     device(c, &ctx);
+    ssd(c, &ctx);
 
     // GEMV: one decode step of in_proj (3072 × 768).
     let (n, k) = (2 * E, D);
@@ -413,6 +426,207 @@ fn benches(c: &mut Criterion) {
                 &d,
             );
         }
+    }
+}
+
+/// Mamba-2's SSD at mamba2-130m's shapes (24 heads × 64 channels, d_state 128, one group,
+/// chunks of 256): the four chunked prefill stages and the sequential walk over a 512-token
+/// prompt, and the two decode forms. Throughput in state updates (H·P·N per token).
+fn ssd(c: &mut Criterion, ctx: &GpuContext) {
+    const H: u32 = 24;
+    const P: u32 = 64;
+    const NS: u32 = 128;
+    const G: u32 = 1;
+    const Q: u32 = 256;
+    let e = H * P;
+    let conv = e + 2 * G * NS;
+    let width = e + conv + H; // in_proj row: z | xBC | dt
+    for len in [1u32, 512] {
+        let nchunks = len.div_ceil(Q);
+        let xbc = buf(ctx, (len * conv) as usize, 0.01);
+        let zx = buf(ctx, (len * width) as usize, -2.0);
+        let mut heads = vec![0.5f32; H as usize]; // A_log
+        heads.extend(vec![1.0f32; H as usize]); // D
+        heads.extend(vec![-3.0f32; H as usize]); // dt_bias
+        let heads = ctx.storage_buffer_init("bench", &heads).unwrap();
+        let dt = buf(ctx, (len * H) as usize, 0.0);
+        let dacs = buf(ctx, (len * H) as usize, 0.0);
+        let chunks = buf(ctx, (nchunks * H * P * NS) as usize, 0.0);
+        let state = buf(ctx, (H * P * NS) as usize, 0.0);
+        let y = buf(ctx, (len * e) as usize, 0.0);
+        let tp = Throughput::Elements(u64::from(len * H * P * NS));
+        let seq = SsdScanSeqParams {
+            batch: 1,
+            len,
+            nheads: H,
+            head_dim: P,
+            d_state: NS,
+            ngroups: G,
+            x_stride: conv,
+            b_offset: e,
+            c_offset: e + G * NS,
+            dt_offset: e + conv,
+            dt_stride: width,
+            y_stride: e,
+            dt_max: f32::INFINITY,
+            ..Default::default()
+        };
+        let seq_bufs = SsdScanSeqBuffers {
+            xbc: &xbc,
+            dt_raw: &zx,
+            heads: &heads,
+            state: &state,
+            y: &y,
+        };
+        let d = SsdScanSeq::new(ctx).unwrap().bind(ctx, &seq, seq_bufs);
+        time(
+            c,
+            "ssd_scan_seq",
+            &format!("{len}x24x64x128"),
+            tp.clone(),
+            ctx,
+            &d,
+        );
+        if len == 1 {
+            let p = SsdStateUpdateParams {
+                batch: 1,
+                nheads: H,
+                head_dim: P,
+                d_state: NS,
+                ngroups: G,
+                x_stride: conv,
+                b_offset: e,
+                c_offset: e + G * NS,
+                dt_offset: e + conv,
+                dt_stride: width,
+                y_stride: e,
+                dt_max: f32::INFINITY,
+                ..Default::default()
+            };
+            let d = SsdStateUpdate::for_d_state(ctx, NS)
+                .unwrap()
+                .bind(ctx, &p, seq_bufs);
+            time(c, "ssd_state_update", "24x64x128", tp, ctx, &d);
+            continue;
+        }
+        let cs = SsdChunkCumsumParams {
+            batch: 1,
+            len,
+            nheads: H,
+            chunk: Q,
+            dt_offset: e + conv,
+            dt_stride: width,
+            dt_min: 0.0,
+            dt_max: f32::INFINITY,
+        };
+        let d = SsdChunkCumsum::new(ctx).unwrap().bind(
+            ctx,
+            &cs,
+            SsdChunkCumsumBuffers {
+                dt_raw: &zx,
+                heads: &heads,
+                dt: &dt,
+                dacs: &dacs,
+            },
+        );
+        time(
+            c,
+            "ssd_chunk_cumsum",
+            &format!("{len}x24"),
+            tp.clone(),
+            ctx,
+            &d,
+        );
+        let st = SsdChunkStateParams {
+            batch: 1,
+            len,
+            nheads: H,
+            head_dim: P,
+            d_state: NS,
+            ngroups: G,
+            chunk: Q,
+            x_stride: conv,
+            b_offset: e,
+            ..Default::default()
+        };
+        let d = SsdChunkState::new(ctx).unwrap().bind(
+            ctx,
+            &st,
+            SsdChunkStateBuffers {
+                xbc: &xbc,
+                dt: &dt,
+                dacs: &dacs,
+                states: &chunks,
+            },
+        );
+        time(
+            c,
+            "ssd_chunk_state",
+            &format!("{len}x24x64x128"),
+            tp.clone(),
+            ctx,
+            &d,
+        );
+        let sp = SsdStatePassingParams {
+            batch: 1,
+            len,
+            nheads: H,
+            head_dim: P,
+            d_state: NS,
+            chunk: Q,
+            ..Default::default()
+        };
+        let d = SsdStatePassing::new(ctx).unwrap().bind(
+            ctx,
+            &sp,
+            SsdStatePassingBuffers {
+                dacs: &dacs,
+                states: &chunks,
+                state: &state,
+            },
+        );
+        time(
+            c,
+            "ssd_state_passing",
+            &format!("{len}x24x64x128"),
+            tp.clone(),
+            ctx,
+            &d,
+        );
+        let sc = SsdChunkScanParams {
+            batch: 1,
+            len,
+            nheads: H,
+            head_dim: P,
+            d_state: NS,
+            ngroups: G,
+            chunk: Q,
+            x_offset: 0,
+            x_stride: conv,
+            b_offset: e,
+            c_offset: e + G * NS,
+            y_stride: e,
+        };
+        let d = SsdChunkScan::new(ctx).unwrap().bind(
+            ctx,
+            &sc,
+            SsdChunkScanBuffers {
+                xbc: &xbc,
+                dt: &dt,
+                dacs: &dacs,
+                states: &chunks,
+                heads: &heads,
+                y: &y,
+            },
+        );
+        time(
+            c,
+            "ssd_chunk_scan",
+            &format!("{len}x24x64x128"),
+            tp,
+            ctx,
+            &d,
+        );
     }
 }
 
