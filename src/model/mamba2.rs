@@ -26,7 +26,7 @@ use crate::kernels::ssd_chunk_cumsum::{
 };
 use crate::kernels::ssd_chunk_scan::{SsdChunkScan, SsdChunkScanBuffers, SsdChunkScanParams};
 use crate::kernels::ssd_chunk_state::{SsdChunkState, SsdChunkStateBuffers, SsdChunkStateParams};
-use crate::kernels::ssd_scan_seq::{self, SsdScanSeq, SsdScanSeqBuffers, SsdScanSeqParams};
+use crate::kernels::ssd_scan_seq::{self, SsdScanSeq, SsdScanSeqParams};
 use crate::kernels::ssd_state_passing::{
     SsdStatePassing, SsdStatePassingBuffers, SsdStatePassingParams,
 };
@@ -344,26 +344,32 @@ impl Mixer for Mamba2Mixer {
             dt_max,
             ..Default::default()
         };
-        // CPU adapters decode with the sequential walk too (len 1): 0.6 ms per mamba2-130m
-        // layer on lavapipe against 1.06 for ssd_state_update's workgroup reduction.
-        if r.decode && ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(1)) {
+        if r.decode {
             plan.push(cap, conv_params, Conv1dStep::workgroups, |p| {
                 k.conv1d_step.bind(ctx, p, conv_bufs)
             });
+        } else {
+            plan.push(cap, conv_params, Conv1d::workgroups, |p| {
+                k.conv1d.bind(ctx, p, conv_bufs)
+            });
+        }
+        let ssd_bufs = SsdStateUpdateBuffers {
+            xbc: &a[XBC],
+            dt_raw: &a[ZX],
+            heads: &l.heads.buffer,
+            state: &r.states[1],
+            y: &a[Y],
+        };
+        // CPU adapters (lavapipe) walk the tokens one by one with each channel's state in the
+        // invocation, for prefill and decode: one dispatch with no barriers instead of the
+        // four chunked ones, whose workgroup-memory tiles and barriers cost far more there
+        // (a 512-token mamba2-130m layer: 214 ms chunked, 60 ms walked; decode 1.06 ms with
+        // ssd_state_update's reduction, 0.6 walked). GPUs keep the chunked matmul form.
+        if ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(1)) {
             plan.push(cap, seq_params, SsdScanSeq::workgroups, |prm| {
-                let bufs = SsdScanSeqBuffers {
-                    xbc: &a[XBC],
-                    dt_raw: &a[ZX],
-                    heads: &l.heads.buffer,
-                    state: &r.states[1],
-                    y: &a[Y],
-                };
-                k.scan_seq.bind(ctx, prm, bufs)
+                k.scan_seq.bind(ctx, prm, ssd_bufs)
             });
         } else if r.decode {
-            plan.push(cap, conv_params, Conv1dStep::workgroups, |p| {
-                k.conv1d_step.bind(ctx, p, conv_bufs)
-            });
             plan.push(
                 cap,
                 move |_| SsdStateUpdateParams {
@@ -384,39 +390,9 @@ impl Mixer for Mamba2Mixer {
                     ..Default::default()
                 },
                 SsdStateUpdate::workgroups,
-                |prm| {
-                    let bufs = SsdStateUpdateBuffers {
-                        xbc: &a[XBC],
-                        dt_raw: &a[ZX],
-                        heads: &l.heads.buffer,
-                        state: &r.states[1],
-                        y: &a[Y],
-                    };
-                    k.state_update.bind(ctx, prm, bufs)
-                },
+                |prm| k.state_update.bind(ctx, prm, ssd_bufs),
             );
-        } else if ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(0)) {
-            // CPU adapters (lavapipe) walk the prompt token by token with each channel's
-            // state in registers: one dispatch with no barriers instead of the four chunked
-            // ones, whose workgroup-memory tiles and barriers cost far more there (a 512-token
-            // mamba2-130m layer: 214 ms chunked). GPUs keep the chunked matmul form.
-            plan.push(cap, conv_params, Conv1d::workgroups, |p| {
-                k.conv1d.bind(ctx, p, conv_bufs)
-            });
-            plan.push(cap, seq_params, SsdScanSeq::workgroups, |prm| {
-                let bufs = SsdScanSeqBuffers {
-                    xbc: &a[XBC],
-                    dt_raw: &a[ZX],
-                    heads: &l.heads.buffer,
-                    state: &r.states[1],
-                    y: &a[Y],
-                };
-                k.scan_seq.bind(ctx, prm, bufs)
-            });
         } else {
-            plan.push(cap, conv_params, Conv1d::workgroups, |p| {
-                k.conv1d.bind(ctx, p, conv_bufs)
-            });
             plan.push(
                 cap,
                 move |len| SsdChunkCumsumParams {
