@@ -51,37 +51,7 @@ pub const INFO: ShaderInfo = ShaderInfo {
 /// of 18 bytes, as [`crate::gguf::Gguf::tensor_bytes`] gives a `[rows, k]` Q4_0 tensor) into
 /// the kernel's words (module docs). `k` must be a multiple of 32, and every scale finite.
 pub fn repack_q4_0(bytes: &[u8], rows: usize, k: usize) -> Result<Vec<u32>> {
-    if !k.is_multiple_of(BLOCK) {
-        return Err(Error::Shape(format!(
-            "Q4_0 rows of {k} weights are not whole blocks of {BLOCK}"
-        )));
-    }
-    let blocks = rows
-        .checked_mul(k / BLOCK)
-        .filter(|b| b.checked_mul(GGUF_BLOCK_BYTES) == Some(bytes.len()))
-        .ok_or_else(|| {
-            Error::Shape(format!(
-                "{} bytes of Q4_0 blocks for a [{rows}, {k}] matrix (want {} per block)",
-                bytes.len(),
-                GGUF_BLOCK_BYTES
-            ))
-        })?;
-    let mut out = Vec::with_capacity(blocks * BLOCK_WORDS);
-    for (i, b) in bytes.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
-        let d = half::f16::from_le_bytes([b[0], b[1]]);
-        if !d.is_finite() {
-            return Err(Error::InvalidInput(format!(
-                "Q4_0 block {i} has scale {d} (weights must be finite)"
-            )));
-        }
-        out.push(d.to_bits() as u32);
-        out.extend(
-            b[2..]
-                .chunks_exact(4)
-                .map(|q| u32::from_le_bytes([q[0], q[1], q[2], q[3]])),
-        );
-    }
-    Ok(out)
+    crate::kernels::gemv_q8_0::repack_blocks("Q4_0", GGUF_BLOCK_BYTES, bytes, rows, k)
 }
 
 /// Checks what the shader assumes: k whole blocks.

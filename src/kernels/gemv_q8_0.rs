@@ -48,27 +48,39 @@ pub const INFO: ShaderInfo = ShaderInfo {
 /// of 34 bytes, as [`crate::gguf::Gguf::tensor_bytes`] gives a `[rows, k]` Q8_0 tensor) into
 /// the kernel's words (module docs). `k` must be a multiple of 32, and every scale finite.
 pub fn repack_q8_0(bytes: &[u8], rows: usize, k: usize) -> Result<Vec<u32>> {
+    repack_blocks("Q8_0", GGUF_BLOCK_BYTES, bytes, rows, k)
+}
+
+/// Repacks ggml blocks that start with an f16 scale followed by whole words of quants (Q8_0,
+/// Q4_0): word 0 takes the scale's bits in its low half, the quant bytes follow as
+/// little-endian words. `block_bytes` is GGUF's size of one block of [`BLOCK`] weights.
+pub(crate) fn repack_blocks(
+    format: &str,
+    block_bytes: usize,
+    bytes: &[u8],
+    rows: usize,
+    k: usize,
+) -> Result<Vec<u32>> {
     if !k.is_multiple_of(BLOCK) {
         return Err(Error::Shape(format!(
-            "Q8_0 rows of {k} weights are not whole blocks of {BLOCK}"
+            "{format} rows of {k} weights are not whole blocks of {BLOCK}"
         )));
     }
     let blocks = rows
         .checked_mul(k / BLOCK)
-        .filter(|b| b.checked_mul(GGUF_BLOCK_BYTES) == Some(bytes.len()))
+        .filter(|b| b.checked_mul(block_bytes) == Some(bytes.len()))
         .ok_or_else(|| {
             Error::Shape(format!(
-                "{} bytes of Q8_0 blocks for a [{rows}, {k}] matrix (want {} per block)",
+                "{} bytes of {format} blocks for a [{rows}, {k}] matrix (want {block_bytes} per block)",
                 bytes.len(),
-                GGUF_BLOCK_BYTES
             ))
         })?;
-    let mut out = Vec::with_capacity(blocks * BLOCK_WORDS);
-    for (i, b) in bytes.chunks_exact(GGUF_BLOCK_BYTES).enumerate() {
+    let mut out = Vec::with_capacity(blocks * (1 + (block_bytes - 2) / 4));
+    for (i, b) in bytes.chunks_exact(block_bytes).enumerate() {
         let d = half::f16::from_le_bytes([b[0], b[1]]);
         if !d.is_finite() {
             return Err(Error::InvalidInput(format!(
-                "Q8_0 block {i} has scale {d} (weights must be finite)"
+                "{format} block {i} has scale {d} (weights must be finite)"
             )));
         }
         out.push(d.to_bits() as u32);
