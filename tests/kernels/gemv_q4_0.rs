@@ -8,69 +8,13 @@
 //! tests/kernels/matmul.rs).
 
 use mamba_wgpu::gguf::Gguf;
-use mamba_wgpu::kernels::gemv_q4_0::{
-    check_params, repack_q4_0, GemvQ4, MatmulBuffers, MatmulParams,
-};
-use mamba_wgpu::kernels::run;
+use mamba_wgpu::kernels::gemv_q4_0::{check_params, repack_q4_0, GemvQ4, MatmulParams};
 use mamba_wgpu::reference::gemv_q4_0::{dequantize_q4_0, gemv_q4_0, quantize_q4_0};
-use mamba_wgpu::reference::matmul::{linear, write_rows};
+use mamba_wgpu::reference::matmul::linear;
 use mamba_wgpu::tensor::quantize_q4_0_rows;
 
+use crate::block_gemv::{self, Case, Format};
 use crate::common::*;
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    m: usize,
-    n: usize,
-    k: usize,
-    x_offset: usize,
-    x_stride: usize,
-    y_offset: usize,
-    y_stride: usize,
-    bias: bool,
-    bias_offset: usize,
-    accumulate: bool,
-}
-
-impl Case {
-    fn plain(m: usize, n: usize, k: usize) -> Self {
-        Self {
-            m,
-            n,
-            k,
-            x_offset: 0,
-            x_stride: k,
-            y_offset: 0,
-            y_stride: n,
-            bias: false,
-            bias_offset: 0,
-            accumulate: false,
-        }
-    }
-
-    fn params(&self) -> MatmulParams {
-        MatmulParams {
-            m: self.m as u32,
-            n: self.n as u32,
-            k: self.k as u32,
-            x_offset: self.x_offset as u32,
-            x_stride: self.x_stride as u32,
-            y_offset: self.y_offset as u32,
-            y_stride: self.y_stride as u32,
-            bias_offset: self.bias_offset as u32,
-            flags: self.bias as u32 | (self.accumulate as u32) << 1,
-            ..Default::default()
-        }
-    }
-
-    fn x_len(&self) -> usize {
-        self.x_offset + self.m.saturating_sub(1) * self.x_stride + self.k + 3
-    }
-
-    fn y_len(&self) -> usize {
-        self.y_offset + self.m.saturating_sub(1) * self.y_stride + self.n + 3
-    }
-}
 
 /// `blocks` seeded Q4_0 blocks in GGUF's layout: scales of either sign, |d| in [0.001, 0.05)
 /// rounded to f16 (ggml's quantiser writes d < 0 whenever a block's largest value is positive),
@@ -93,62 +37,18 @@ fn random_blocks(seed: u64, blocks: usize) -> Vec<u8> {
     out
 }
 
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0.0f32, |a, b| a.max(b.abs()))
-}
+/// The format as the shared check (tests/kernels/block_gemv.rs) takes it.
+const FORMAT: Format = Format {
+    name: "gemv_q4_0",
+    twin: gemv_q4_0,
+    dequantize: dequantize_q4_0,
+    repack: repack_q4_0,
+    check_params,
+    bind: |ctx, p, b| GemvQ4::new(ctx).unwrap().bind(ctx, p, b),
+};
 
-/// Runs the kernel on `w_blocks` (GGUF Q4_0 bytes of an `[n, k]` matrix) and random x, bias
-/// and y laid out as `c` says, and compares the whole y buffer with the twin.
 fn check_with(c: Case, w_blocks: &[u8]) {
-    let seed = (c.m * 1_000_003 + c.n * 1009 + c.k) as u64;
-    let x = rand_vec(seed + 1, c.x_len(), -1.0, 1.0);
-    let bias = rand_vec(seed + 3, c.bias_offset + c.n + 2, -1.0, 1.0);
-    let y0 = rand_vec(seed + 4, c.y_len(), -1.0, 1.0);
-    let out = gemv_q4_0(
-        &x,
-        c.x_offset,
-        c.x_stride,
-        c.m,
-        w_blocks,
-        c.n,
-        c.k,
-        c.bias.then_some(&bias[c.bias_offset..]),
-    );
-    let mut want = y0.clone();
-    write_rows(&mut want, c.y_offset, c.y_stride, c.accumulate, &out, c.n);
-
-    check_params(&c.params()).unwrap();
-    let words = repack_q4_0(w_blocks, c.n, c.k).unwrap();
-    // A zero-sized binding is invalid: k = 0 still binds one word.
-    let w_b = upload(if words.is_empty() {
-        &[0u32][..]
-    } else {
-        &words
-    });
-    let (x_b, bias_b, y_b) = (upload(&x), upload(&bias), upload(&y0));
-    let d = GemvQ4::new(ctx()).unwrap().bind(
-        ctx(),
-        &c.params(),
-        MatmulBuffers {
-            x: &x_b,
-            w: &w_b,
-            bias: &bias_b,
-            y: &y_b,
-        },
-    );
-    run(ctx(), &[&d]).unwrap();
-    let w = dequantize_q4_0(w_blocks);
-    let (atol, rtol) = (
-        1e-6 * c.k.max(1) as f32 * max_abs(&x) * max_abs(&w),
-        1e-5 * (c.k.max(1) as f32).sqrt(),
-    );
-    assert_close(
-        &format!("gemv_q4_0 {c:?}"),
-        &read::<f32>(&y_b, c.y_len()),
-        &want,
-        atol,
-        rtol,
-    );
+    block_gemv::check_with(&FORMAT, c, w_blocks)
 }
 
 fn check(c: Case) {

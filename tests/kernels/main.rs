@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod block_gemv;
 mod conv1d;
 mod embedding;
 mod gemv_q4_0;
