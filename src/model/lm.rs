@@ -148,6 +148,30 @@ pub(crate) fn matrix(
     matrix_f32(ctx, src, name, rows, cols, dtype, storage, x_align)
 }
 
+/// [`matrix`] for a caller that has already read the matrix's values from `src` (and needs
+/// them for something else too), so they are not read and converted a second time. A
+/// source's own blocks still go up as they are.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matrix_from_values(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    values: &[f32],
+    rows: usize,
+    cols: usize,
+    dtype: WeightDtype,
+    storage: WeightStorage,
+    x_align: usize,
+) -> Result<PagedMatrix> {
+    if let Some(words) = src.q8_0_words(name, rows, cols) {
+        return PagedMatrix::from_q8_0_words(ctx, name, &words?, rows, cols);
+    }
+    if let Some(words) = src.q4_0_words(name, rows, cols) {
+        return PagedMatrix::from_q4_0_words(ctx, name, &words?, rows, cols);
+    }
+    upload_matrix(ctx, src, name, values, rows, cols, dtype, storage, x_align)
+}
+
 /// [`matrix`] from the source's values as f32, whatever the source stores. Q8_0 or Q4_0 asked
 /// of a matrix whose rows are not whole 32-value blocks gives f16, as llama.cpp's converter
 /// does.
@@ -162,24 +186,39 @@ pub(crate) fn matrix_f32(
     storage: WeightStorage,
     x_align: usize,
 ) -> Result<PagedMatrix> {
+    let data = src.f32(name, &[rows, cols])?;
+    upload_matrix(ctx, src, name, &data, rows, cols, dtype, storage, x_align)
+}
+
+/// Uploads `data` (`[rows, cols]` f32 values of `name` in `src`) as [`matrix_f32`] does.
+#[allow(clippy::too_many_arguments)]
+fn upload_matrix(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    dtype: WeightDtype,
+    storage: WeightStorage,
+    x_align: usize,
+) -> Result<PagedMatrix> {
     let dtype = if dtype.is_blocks() && !cols.is_multiple_of(32) {
         WeightDtype::F16
     } else {
         dtype
     };
-    let data = src.f32(name, &[rows, cols])?;
     let storage = if LinearTex::supports(cols, x_align) {
         storage
     } else {
         WeightStorage::Buffer
     };
-    PagedMatrix::from_slice_stored(ctx, name, &data, rows, cols, dtype, storage).map_err(
-        |e| match e {
-            // Name the file as well when a value does not fit f16.
-            Error::InvalidInput(msg) => Error::tensor(src.file_of(name), name, msg),
-            e => e,
-        },
-    )
+    PagedMatrix::from_slice_stored(ctx, name, data, rows, cols, dtype, storage).map_err(|e| match e
+    {
+        // Name the file as well when a value does not fit f16.
+        Error::InvalidInput(msg) => Error::tensor(src.file_of(name), name, msg),
+        e => e,
+    })
 }
 
 /// Uploads a small tensor from `src`.

@@ -26,7 +26,8 @@ use crate::kernels::selective_state_update::SelectiveStateUpdate;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
 use crate::model::lm::{
-    matrix, mixer_io_shapes, shell_shapes, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions,
+    matrix, matrix_from_values, mixer_io_shapes, shell_shapes, vector, Lm, LmDims, Mixer, Rec,
+    Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -40,7 +41,8 @@ struct Layer {
     conv_b: Option<GpuTensor>,
     x_proj: PagedMatrix,
     dt_proj: PagedMatrix,
-    /// A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]` (the scan's packing).
+    /// A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]` (the scan's
+    /// packing), then dt_proj's weight transposed `[dt_rank, d_inner]` for the decode step.
     ssm: GpuTensor,
     out_proj: PagedMatrix,
     out_proj_bias: Option<GpuTensor>,
@@ -142,10 +144,11 @@ impl Mamba1 {
                     st,
                     e,
                 )?,
-                dt_proj: matrix(
+                dt_proj: matrix_from_values(
                     &ctx,
                     src,
                     &format!("{m}dt_proj.weight"),
+                    &dt_w,
                     e,
                     r,
                     dt,
