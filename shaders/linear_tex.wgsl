@@ -12,8 +12,8 @@
 //           (rgba32float, 4 values per texel, two texels per block) or f16 (rgba32uint,
 //           8 values per texel: word j holds column 8i + j in its low half and 8i + 4 + j in
 //           its high half).
-//           The lane header declares the entry point `main`, which calls linear() below with
-//           the invocation's lane (0..7) and whether x is shared across lanes: with
+//           The lane header declares the entry point `main`, which calls linear() below
+//           with the invocation's lane (0..7) and whether x is shared across lanes: with
 //           subgroups of 8 or more lanes, lanes 0..7 each load one vec4 of x and every lane
 //           takes the others' by subgroupBroadcast/subgroupShuffle (share8, shuffle), so one
 //           load instruction brings 8 vec4s; without, every lane loads all of x itself.
@@ -21,11 +21,15 @@
 //           bias, bit 1: accumulate into y); rows_per_line; 2 words of padding (48 bytes).
 //           Preconditions the Rust side checks: k a multiple of 8; x_offset and x_stride
 //           multiples of 4 (x is read as vec4s).
-// Geometry: workgroup_size 64. Invocation (wg.x · 64 + lid) computes NW = 4 consecutive
-//           outputs (rows n0 .. n0 + 3 of w) for MB = 16 consecutive rows of x
-//           (m0 = (wg.y + wg.z · nwg.y) · 16), or for the one row when m = 1:
-//           ceil(n / 256) × ceil(m / 16) workgroups, the second count folded into (y, z)
-//           past 65,535.
+// Geometry: WG invocations per workgroup, WG declared by a third (size) header: 64 (wide, for GPUs)
+//           or 8 (narrow, one SIMD batch of a CPU adapter). Invocation (wg.x · WG + lid)
+//           computes NW = 4 consecutive outputs (rows n0 .. n0 + 3 of w) for MB = 16
+//           consecutive rows of x (m0 = (wg.y + wg.z · nwg.y) · 16), or for the one row when
+//           m = 1: ceil(n / (4 · WG)) × ceil(m / 16) workgroups, the second count folded into
+//           (y, z) past 65,535. The narrow form exists because a CPU adapter runs each
+//           workgroup on one thread: a decode GEMV of 768 outputs is 3 wide workgroups for
+//           2+ threads (one idles a third of the time) but 24 narrow ones, and x_proj's 80
+//           outputs fill a third of one wide workgroup, whose clamped lanes still fetch.
 // Math:     for row < m, col < n:
 //             y[y_offset + row·y_stride + col] = (flags & 2 ? y[same] : 0)
 //                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w(col, i)
@@ -63,7 +67,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 
-const WG: u32 = 64u;
 // Outputs (rows of w) per invocation, and rows of x per workgroup when m > 1.
 const NW: u32 = 4u;
 const MB: u32 = 16u;

@@ -18,8 +18,10 @@ use crate::error::{Error, Result};
 use crate::kernels::{Dispatch, ShaderInfo, MAX_GROUPS_PER_DIM};
 use crate::tensor::WeightDtype;
 
-/// Outputs (rows of w) one workgroup computes: 64 invocations of 4 rows each.
+/// Outputs (rows of w) one wide workgroup computes: 64 invocations of 4 rows each.
 pub const OUTPUTS_PER_GROUP: u32 = 256;
+/// Outputs one narrow workgroup computes: 8 invocations of 4 rows each.
+pub const OUTPUTS_PER_NARROW_GROUP: u32 = 32;
 /// Rows of x one workgroup takes (`MB` in the shader).
 pub const ROWS_PER_GROUP: u32 = 16;
 
@@ -155,7 +157,7 @@ macro_rules! plain_lanes {
         "// Lanes: every invocation loads all of x itself (no subgroup operations).
 fn share8(v: vec4<f32>) -> X8 { return X8(v, v, v, v, v, v, v, v); }
 fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return v; }
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     linear(wg, nwg, lid, 0u, false);
@@ -175,7 +177,7 @@ fn share8(v: vec4<f32>) -> X8 {
               subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return subgroupShuffle(v, j); }
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
@@ -185,16 +187,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     };
 }
 
+// The size headers: invocations per workgroup.
+macro_rules! wide {
+    () => {
+        "// Size: 64 invocations per workgroup (GPUs).\nconst WG: u32 = 64u;\n"
+    };
+}
+
+macro_rules! narrow {
+    () => {
+        "// Size: 8 invocations per workgroup, one SIMD batch of a CPU adapter.\nconst WG: u32 = 8u;\n"
+    };
+}
+
 macro_rules! variant {
-    ($label:literal, $weights:ident, $lanes:ident, $bindings:expr) => {
+    ($label:literal, $weights:ident, $lanes:ident, $size:ident, $bindings:expr) => {
         ShaderInfo {
             label: concat!("mamba_wgpu.", $label),
             source: concat!(
                 "// mamba_wgpu.",
                 $label,
-                ": shaders/linear_tex.wgsl after its weight and lane headers.\n",
+                ": shaders/linear_tex.wgsl after its weight, lane and size headers.\n",
                 $weights!(),
                 $lanes!(),
+                $size!(),
                 include_str!("../../shaders/linear_tex.wgsl")
             ),
             bindings: $bindings,
@@ -204,10 +220,16 @@ macro_rules! variant {
 }
 
 /// Static facts about the f32-weight shader.
-pub const INFO: ShaderInfo = variant!("linear_tex", f32_header, plain_lanes, BINDINGS_F32);
+pub const INFO: ShaderInfo = variant!("linear_tex", f32_header, plain_lanes, wide, BINDINGS_F32);
 
 /// Static facts about the f16-weight shader (same source, packed f16 texture header).
-pub const INFO_F16: ShaderInfo = variant!("linear_tex_f16", f16_header, plain_lanes, BINDINGS_F16);
+pub const INFO_F16: ShaderInfo = variant!(
+    "linear_tex_f16",
+    f16_header,
+    plain_lanes,
+    wide,
+    BINDINGS_F16
+);
 
 /// Static facts about the f16-weight shader for devices whose shaders have
 /// `unpack2x16float` (WebGPU core; wgpu's `DownlevelFlags::SHADER_F16_IN_F32`, present on
@@ -219,6 +241,7 @@ pub const INFO_F16_UNPACK: ShaderInfo = variant!(
     "linear_tex_f16_unpack",
     f16_unpack_header,
     plain_lanes,
+    wide,
     BINDINGS_F16
 );
 
@@ -228,6 +251,7 @@ pub const INFO_SUBGROUP: ShaderInfo = variant!(
     "linear_tex_subgroup",
     f32_header,
     subgroup_lanes,
+    wide,
     BINDINGS_F32
 );
 
@@ -236,6 +260,7 @@ pub const INFO_F16_SUBGROUP: ShaderInfo = variant!(
     "linear_tex_f16_subgroup",
     f16_header,
     subgroup_lanes,
+    wide,
     BINDINGS_F16
 );
 
@@ -244,23 +269,81 @@ pub const INFO_F16_UNPACK_SUBGROUP: ShaderInfo = variant!(
     "linear_tex_f16_unpack_subgroup",
     f16_unpack_header,
     subgroup_lanes,
+    wide,
     BINDINGS_F16
 );
 
+/// The narrow (8-invocation workgroup) twins of the six variants above, in the same order:
+/// what CPU adapters run (see [`LinearTex::for_dtype`]).
+pub const INFO_NARROW: [ShaderInfo; 6] = [
+    variant!(
+        "linear_tex_narrow",
+        f32_header,
+        plain_lanes,
+        narrow,
+        BINDINGS_F32
+    ),
+    variant!(
+        "linear_tex_f16_narrow",
+        f16_header,
+        plain_lanes,
+        narrow,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_f16_unpack_narrow",
+        f16_unpack_header,
+        plain_lanes,
+        narrow,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_subgroup_narrow",
+        f32_header,
+        subgroup_lanes,
+        narrow,
+        BINDINGS_F32
+    ),
+    variant!(
+        "linear_tex_f16_subgroup_narrow",
+        f16_header,
+        subgroup_lanes,
+        narrow,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_f16_unpack_subgroup_narrow",
+        f16_unpack_header,
+        subgroup_lanes,
+        narrow,
+        BINDINGS_F16
+    ),
+];
+
 /// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
 /// `unpack` (the device has it), the integer widening otherwise; sharing x across subgroup
-/// lanes where `subgroup` (the device has wgpu's `SUBGROUP` feature); none for Q8_0 and Q4_0,
-/// which are never stored in textures.
-pub fn info(dtype: WeightDtype, unpack: bool, subgroup: bool) -> Option<ShaderInfo> {
-    Some(match (dtype, unpack, subgroup) {
-        (WeightDtype::F32, _, false) => INFO,
-        (WeightDtype::F32, _, true) => INFO_SUBGROUP,
-        (WeightDtype::F16, true, false) => INFO_F16_UNPACK,
-        (WeightDtype::F16, true, true) => INFO_F16_UNPACK_SUBGROUP,
-        (WeightDtype::F16, false, false) => INFO_F16,
-        (WeightDtype::F16, false, true) => INFO_F16_SUBGROUP,
+/// lanes where `subgroup` (the device has wgpu's `SUBGROUP` feature); in workgroups of 8
+/// invocations where `narrow`, of 64 otherwise; none for Q8_0 and Q4_0, which are never
+/// stored in textures.
+pub fn info(dtype: WeightDtype, unpack: bool, subgroup: bool, narrow: bool) -> Option<ShaderInfo> {
+    let i = match (dtype, unpack, subgroup) {
+        (WeightDtype::F32, _, false) => 0,
+        (WeightDtype::F16, false, false) => 1,
+        (WeightDtype::F16, true, false) => 2,
+        (WeightDtype::F32, _, true) => 3,
+        (WeightDtype::F16, false, true) => 4,
+        (WeightDtype::F16, true, true) => 5,
         (WeightDtype::Q8_0 | WeightDtype::Q4_0, _, _) => return None,
-    })
+    };
+    let wide = [
+        INFO,
+        INFO_F16,
+        INFO_F16_UNPACK,
+        INFO_SUBGROUP,
+        INFO_F16_SUBGROUP,
+        INFO_F16_UNPACK_SUBGROUP,
+    ];
+    Some(if narrow { INFO_NARROW[i] } else { wide[i] })
 }
 
 /// The compiled kernel for one weight dtype.
@@ -268,23 +351,27 @@ pub fn info(dtype: WeightDtype, unpack: bool, subgroup: bool) -> Option<ShaderIn
 pub struct LinearTex {
     pipeline: Arc<KernelPipeline>,
     dtype: WeightDtype,
+    narrow: bool,
 }
 
 impl LinearTex {
     /// Builds (or fetches from the cache) the pipeline for textures holding `dtype`, the
-    /// fastest variant the device supports.
+    /// fastest variant the device supports: narrow workgroups on CPU adapters
+    /// ([`GpuContext::is_cpu_adapter`]), wide ones elsewhere.
     pub fn for_dtype(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
         let f = ctx.features();
-        Self::variant(ctx, dtype, f.f16_unpack, f.subgroup)
+        Self::variant(ctx, dtype, f.f16_unpack, f.subgroup, ctx.is_cpu_adapter())
     }
 
     /// The pipeline of a chosen variant (`unpack` needs `unpack2x16float` in shaders,
-    /// `subgroup` the `SUBGROUP` feature; tests run every variant the device has).
+    /// `subgroup` the `SUBGROUP` feature; `narrow` picks workgroups of 8 invocations instead
+    /// of 64; tests run every variant the device has).
     pub fn variant(
         ctx: &GpuContext,
         dtype: WeightDtype,
         unpack: bool,
         subgroup: bool,
+        narrow: bool,
     ) -> Result<Self> {
         if unpack && dtype == WeightDtype::F16 && !ctx.features().f16_unpack {
             return Err(Error::MissingFeature("SHADER_F16_IN_F32"));
@@ -292,12 +379,13 @@ impl LinearTex {
         if subgroup && !ctx.features().subgroup {
             return Err(Error::MissingFeature("SUBGROUP"));
         }
-        let info = info(dtype, unpack, subgroup).ok_or_else(|| {
+        let info = info(dtype, unpack, subgroup, narrow).ok_or_else(|| {
             Error::InvalidInput(format!("no {} variant of linear_tex", dtype.name()))
         })?;
         Ok(Self {
             pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
             dtype,
+            narrow,
         })
     }
 
@@ -313,14 +401,34 @@ impl LinearTex {
         k > 0 && k.is_multiple_of(8) && x_align.is_multiple_of(4)
     }
 
-    /// `ceil(n / 256)` × `ceil(m / 16)` workgroups, the second folded into (y, z) past 65,535.
+    /// The grid of this pipeline's workgroup size: [`Self::workgroups`] or
+    /// [`Self::workgroups_narrow`].
+    pub fn workgroups_fn(&self) -> fn(&LinearTexParams) -> [u32; 3] {
+        if self.narrow {
+            Self::workgroups_narrow
+        } else {
+            Self::workgroups
+        }
+    }
+
+    /// Wide workgroups: `ceil(n / 256)` × `ceil(m / 16)`, the second folded into (y, z) past
+    /// 65,535.
     pub fn workgroups(params: &LinearTexParams) -> [u32; 3] {
+        Self::grid(params, OUTPUTS_PER_GROUP)
+    }
+
+    /// Narrow workgroups: `ceil(n / 32)` × `ceil(m / 16)`, folded like [`Self::workgroups`].
+    pub fn workgroups_narrow(params: &LinearTexParams) -> [u32; 3] {
+        Self::grid(params, OUTPUTS_PER_NARROW_GROUP)
+    }
+
+    fn grid(params: &LinearTexParams, outputs: u32) -> [u32; 3] {
         if params.m == 0 || params.n == 0 {
             return [0, 1, 1];
         }
         let mb = params.m.div_ceil(ROWS_PER_GROUP);
         let z = mb.div_ceil(MAX_GROUPS_PER_DIM);
-        [params.n.div_ceil(OUTPUTS_PER_GROUP), mb.div_ceil(z), z]
+        [params.n.div_ceil(outputs), mb.div_ceil(z), z]
     }
 
     /// Checks the shader's preconditions on `params`.
@@ -357,7 +465,7 @@ impl LinearTex {
                 b.bias.as_entire_binding(),
                 b.y.as_entire_binding(),
             ],
-            Self::workgroups(params),
+            self.workgroups_fn()(params),
         )
     }
 }

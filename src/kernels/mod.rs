@@ -63,7 +63,7 @@ pub struct ShaderInfo {
 
 /// Every shader the crate builds.
 pub fn all_shaders() -> Vec<ShaderInfo> {
-    vec![
+    let mut all = vec![
         rmsnorm::INFO,
         embedding::INFO,
         matmul::INFO,
@@ -96,7 +96,9 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         stream_read::INFO,
         stream_read_tex::INFO,
         fma_probe::INFO,
-    ]
+    ];
+    all.extend(linear_tex::INFO_NARROW);
+    all
 }
 
 /// One recorded dispatch: a pipeline, its bind group (created once), the uniform that holds

@@ -429,7 +429,7 @@ impl Lm {
                         bias: bias_buf,
                         y,
                     };
-                    plan.push(r.cap, tex_params, LinearTex::workgroups, |p| {
+                    plan.push(r.cap, tex_params, tex.workgroups_fn(), |p| {
                         tex.bind(ctx, p, b)
                     });
                 }

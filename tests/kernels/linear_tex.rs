@@ -74,20 +74,25 @@ impl Case {
 /// Runs `c` with w stored as `dtype` in textures on `gpu` (one dispatch per page) and compares
 /// the whole y buffer with the twin. Returns the page count.
 fn check_on(gpu: &GpuContext, dtype: WeightDtype, c: Case) -> usize {
-    // Both lane variants where the device has subgroups (lavapipe, which CI uses, does).
-    if gpu.features().subgroup {
-        check_variant(gpu, dtype, false, true, c);
+    // Both lane variants where the device has subgroups (lavapipe, which CI uses, does), each
+    // in both workgroup sizes.
+    for narrow in [true, false] {
+        if gpu.features().subgroup {
+            check_variant(gpu, dtype, false, true, narrow, c);
+        }
     }
-    check_variant(gpu, dtype, false, false, c)
+    check_variant(gpu, dtype, false, false, true, c);
+    check_variant(gpu, dtype, false, false, false, c)
 }
 
 /// [`check_on`] with the unpack2x16float variant when `native` (f16 only), sharing x across
-/// subgroup lanes when `subgroup`.
+/// subgroup lanes when `subgroup`, in workgroups of 8 invocations when `narrow` (64 if not).
 fn check_variant(
     gpu: &GpuContext,
     dtype: WeightDtype,
     native: bool,
     subgroup: bool,
+    narrow: bool,
     c: Case,
 ) -> usize {
     let seed = (c.m * 1_000_003 + c.n * 1009 + c.k) as u64 + 77;
@@ -120,7 +125,7 @@ fn check_variant(
 
     let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
     let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
-    let kernel = LinearTex::variant(gpu, dtype, native, subgroup).unwrap();
+    let kernel = LinearTex::variant(gpu, dtype, native, subgroup, narrow).unwrap();
     let dispatches: Vec<Dispatch> = pm
         .pages
         .iter()
@@ -164,7 +169,7 @@ fn check_variant(
     let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
     let kf = c.k as f32;
     assert_close(
-        &format!("linear_tex {dtype:?} native {native} subgroup {subgroup} {c:?}"),
+        &format!("linear_tex {dtype:?} native {native} subgroup {subgroup} narrow {narrow} {c:?}"),
         &got,
         &want,
         1e-6 * kf * max(&x) * max(&w_eff),
@@ -188,6 +193,11 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (16, 260, 56),
     (31, 70, 8),
     (33, 5, 136),
+    // Around the 32 outputs of a narrow workgroup (x_proj-like n of 80).
+    (1, 31, 24),
+    (1, 33, 16),
+    (1, 80, 96),
+    (7, 65, 16),
 ];
 
 #[test]
@@ -205,19 +215,28 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
     if !ctx().features().f16_unpack {
         // The integer-widening variant runs instead (tested above); lavapipe, which CI uses,
         // has it, so this path is exercised there.
-        assert!(LinearTex::variant(ctx(), WeightDtype::F16, true, false).is_err());
+        assert!(LinearTex::variant(ctx(), WeightDtype::F16, true, false, true).is_err());
         return;
     }
     let subgroup = ctx().features().subgroup;
-    for &(m, n, k) in SHAPES {
+    for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+        let narrow = i % 2 == 0;
         check_variant(
             ctx(),
             WeightDtype::F16,
             true,
             subgroup,
+            narrow,
             Case::plain(m, n, k),
         );
-        check_variant(ctx(), WeightDtype::F16, true, false, Case::strided(m, n, k));
+        check_variant(
+            ctx(),
+            WeightDtype::F16,
+            true,
+            false,
+            !narrow,
+            Case::strided(m, n, k),
+        );
     }
     // Subnormal and extreme halves are converted exactly: w is diagonal, x all ones, so
     // y[r] is w[r][r] as the kernel widened it (one column per row covers every texel lane).
@@ -263,7 +282,7 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
         rows_per_line: *rows_per_line as u32,
         ..Default::default()
     };
-    let d = LinearTex::variant(ctx(), WeightDtype::F16, true, false)
+    let d = LinearTex::variant(ctx(), WeightDtype::F16, true, false, false)
         .unwrap()
         .bind(
             ctx(),
@@ -403,4 +422,9 @@ fn texture_workgroups_fold_past_65535_rows_of_x() {
     assert_eq!(x, 2);
     assert!(y <= 65_535 && z >= 2 && y * z >= 70_000, "{y} {z}");
     assert_eq!(LinearTex::workgroups(&LinearTexParams { m: 0, ..p })[0], 0);
+    // Narrow workgroups: 32 outputs each, the same rows of x.
+    assert_eq!(LinearTex::workgroups_narrow(&p), [10, y, z]);
+    let one = LinearTexParams { m: 1, n: 80, ..p };
+    assert_eq!(LinearTex::workgroups_narrow(&one), [3, 1, 1]);
+    assert_eq!(LinearTex::workgroups(&one), [1, 1, 1]);
 }
