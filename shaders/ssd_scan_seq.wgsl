@@ -30,7 +30,8 @@
 //           A = -exp(A_log[h]), dA = exp(dt * A); h[p, n] = dA * h[p, n] + dt * x[p] * B[n];
 //           y[p] = sum_n C[n] * h[p, n] + D[h] * x[p]. The same recurrence (and clamp) as
 //           mamba_wgpu.ssd_state_update, for len tokens; the state's N floats live in a
-//           private array of vec4s and touch the buffer only at the start and the end.
+//           private array of vec4s and touch the buffer only at the start and the end (for
+//           one token, decode, they are updated in the buffer directly).
 
 struct Params {
     batch: u32,
@@ -78,6 +79,50 @@ fn xbc1(i: u32) -> f32 {
     return xbc[i / 4u][i % 4u];
 }
 
+// What one token r brings to head h, channel p (group g).
+struct Token {
+    // exp(dt · A), dt · x[p], x[p].
+    da: f32,
+    dtx: f32,
+    xv: f32,
+    // vec4 indices of the row's B and C for group g.
+    bb: u32,
+    cb: u32,
+}
+
+fn token(r: u32, h: u32, g: u32, p: u32, a: f32, dt_bias: f32) -> Token {
+    let raw = dt_raw[r * params.dt_stride + params.dt_offset + h] + dt_bias;
+    // min(max()) rather than clamp(): dt_max may be +inf (Mamba-2's default limit).
+    let dt = min(max(softplus(raw), params.dt_min), params.dt_max);
+    let row = r * params.x_stride;
+    let xv = xbc1(row + params.x_offset + h * params.head_dim + p);
+    return Token(exp(dt * a), dt * xv, xv, (row + params.b_offset + g * params.d_state) / 4u,
+                 (row + params.c_offset + g * params.d_state) / 4u);
+}
+
+// vec4s of B and C.
+struct BC {
+    b: vec4<f32>,
+    c: vec4<f32>,
+}
+
+// Shared: lane l loads vec4 j0 + l of B and of C (clamped to the last), for bc_at.
+fn bc_lanes(tk: Token, j0: u32, n4: u32, lane: u32, share: bool) -> BC {
+    if (!share) {
+        return BC(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
+    let jl = min(j0 + lane, n4 - 1u);
+    return BC(xbc[tk.bb + jl], xbc[tk.cb + jl]);
+}
+
+// vec4 j0 + i of B and C: taken from lane i's bc_lanes when shared, loaded here otherwise.
+fn bc_at(tk: Token, mine: BC, j0: u32, i: u32, share: bool) -> BC {
+    if (share) {
+        return BC(shuffle(mine.b, i), shuffle(mine.c, i));
+    }
+    return BC(xbc[tk.bb + j0 + i], xbc[tk.cb + j0 + i]);
+}
+
 fn scan(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     let n_heads = params.nheads;
     let head_dim = params.head_dim;
@@ -102,6 +147,31 @@ fn scan(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     let n4 = n_state / 4u;
     let state_base = (bh * head_dim + p) * n4;
 
+    if (len == 1u) {
+        // One token (decode): the state streams from the buffer and back in the same loop,
+        // with no private copy (copying N floats in and out costs more than the update).
+        let tk = token(b, h, g, p, a, dt_bias);
+        var acc = 0.0;
+        for (var j0 = 0u; j0 < n4; j0 += 8u) {
+            let mine = bc_lanes(tk, j0, n4, lane, share);
+            for (var i = 0u; i < 8u; i++) {
+                let j = j0 + i;
+                if (j < n4) {
+                    let v = bc_at(tk, mine, j0, i, share);
+                    let sv = tk.da * state[state_base + j] + tk.dtx * v.b;
+                    if (live) {
+                        state[state_base + j] = sv;
+                    }
+                    acc += dot(v.c, sv);
+                }
+            }
+        }
+        if (live) {
+            y[b * params.y_stride + h * head_dim + p] = acc + d_skip * tk.xv;
+        }
+        return;
+    }
+
     var s: array<vec4<f32>, 64>;
     for (var j = 0u; j < n4; j++) {
         s[j] = state[state_base + j];
@@ -109,45 +179,22 @@ fn scan(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
 
     for (var t = 0u; t < len; t++) {
         let r = b * len + t;
-        let raw = dt_raw[r * params.dt_stride + params.dt_offset + h] + dt_bias;
-        // min(max()) rather than clamp(): dt_max may be +inf (Mamba-2's default limit).
-        let dt = min(max(softplus(raw), params.dt_min), params.dt_max);
-        let da = exp(dt * a);
-        let row = r * params.x_stride;
-        let xv = xbc1(row + params.x_offset + h * head_dim + p);
-        let dtx = dt * xv;
-        // vec4 indices of the row's B and C for group g.
-        let bb = (row + params.b_offset + g * n_state) / 4u;
-        let cb = (row + params.c_offset + g * n_state) / 4u;
+        let tk = token(r, h, g, p, a, dt_bias);
         var acc = 0.0;
         for (var j0 = 0u; j0 < n4; j0 += 8u) {
-            var bl = vec4<f32>(0.0);
-            var cl = vec4<f32>(0.0);
-            if (share) {
-                let jl = min(j0 + lane, n4 - 1u);
-                bl = xbc[bb + jl];
-                cl = xbc[cb + jl];
-            }
+            let mine = bc_lanes(tk, j0, n4, lane, share);
             for (var i = 0u; i < 8u; i++) {
                 let j = j0 + i;
                 if (j < n4) {
-                    var bv: vec4<f32>;
-                    var cv: vec4<f32>;
-                    if (share) {
-                        bv = shuffle(bl, i);
-                        cv = shuffle(cl, i);
-                    } else {
-                        bv = xbc[bb + j];
-                        cv = xbc[cb + j];
-                    }
-                    let sv = da * s[j] + dtx * bv;
+                    let v = bc_at(tk, mine, j0, i, share);
+                    let sv = tk.da * s[j] + tk.dtx * v.b;
                     s[j] = sv;
-                    acc += dot(cv, sv);
+                    acc += dot(v.c, sv);
                 }
             }
         }
         if (live) {
-            y[r * params.y_stride + h * head_dim + p] = acc + d_skip * xv;
+            y[r * params.y_stride + h * head_dim + p] = acc + d_skip * tk.xv;
         }
     }
 

@@ -768,7 +768,7 @@ fn check_seq_out(
 fn ssd_scan_seq_walks_prompts_like_the_steps() {
     // mamba2-130m's heads, groups, P around the 64-channel tile (63, 64, 65), N of 4 (one
     // vec4), 12 and 36 (not a multiple of the 8 vec4s the lanes share) and the 256 maximum;
-    // prompts of 1, 2, 5 and 9 tokens. Widths are multiples of 4, as the kernel requires.
+    // prompts of 1, 2, 5 and 9 tokens (1 takes the decode path). Widths are multiples of 4, as the kernel requires.
     for (i, &(s, len)) in [
         (shape(1, 24, 1, 64, 128), 5),
         (shape(3, 6, 2, 12, 32), 9),
@@ -777,6 +777,12 @@ fn ssd_scan_seq_walks_prompts_like_the_steps() {
         (shape(1, 4, 2, 63, 36), 1),
         (shape(1, 4, 1, 1, 4), 9),
         (shape(2, 2, 2, 16, 256), 2),
+        // One token (the decode path, state updated in the buffer): several sequences, P
+        // past the tile, N not a multiple of the 8 shared vec4s, the maximum N.
+        (shape(3, 6, 2, 12, 32), 1),
+        (shape(2, 4, 1, 65, 12), 1),
+        (shape(1, 24, 1, 64, 128), 1),
+        (shape(2, 2, 2, 16, 256), 1),
     ]
     .iter()
     .enumerate()
