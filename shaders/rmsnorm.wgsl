@@ -2,7 +2,11 @@
 //
 // Bindings: 0 params (uniform); 1 residual f32 [rows, cols] (read_write);
 //           2 delta f32 [rows, cols] (read); 3 weight f32 [cols]; 4 out f32 [rows, cols].
-// Geometry: one workgroup of 256 invocations per row; rows may be folded into (x, y) groups.
+// Geometry: one workgroup of WG invocations per row; rows may be folded into (x, y) groups.
+//           WG (a power of two) comes from a Rust-side size header (src/kernels/rmsnorm.rs):
+//           256 on GPUs; 8 on CPU adapters, where a workgroup is one SIMD batch on one thread
+//           and each barrier a switch between batches (a 768-wide decode norm: ~100 us as
+//           32 batches with 9 barriers, ~50 us as one batch with 4).
 // Math:     if add != 0 { residual += delta }   (the residual stream stays f32)
 //           out = residual * inverseSqrt(mean(residual^2) + eps) * weight
 // The add is written back so the next layer reads the updated residual.
@@ -20,10 +24,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 256u;
 var<workgroup> partial: array<f32, WG>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let row = wg.x + wg.y * nwg.x;

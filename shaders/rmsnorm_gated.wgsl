@@ -5,8 +5,10 @@
 //           3 weight f32 [cols]; 4 out f32 [rows, cols] (read_write: also the kernel's scratch).
 //           cols = group * n_groups; group k of a row is columns k*group .. (k+1)*group.
 // Params:   8 x 4 bytes, mirrored by `RmsnormGatedParams` in src/kernels/rmsnorm_gated.rs.
-// Geometry: one workgroup of 256 invocations per (row, group), rows * (cols / group) workgroups
-//           folded into (x, y); invocations stride over the group's columns.
+// Geometry: one workgroup of WG invocations per (row, group), rows * (cols / group) workgroups
+//           folded into (x, y); invocations stride over the group's columns. WG (a power of
+//           two) comes from a Rust-side size header (src/kernels/rmsnorm_gated.rs): 256 on
+//           GPUs, 8 (one SIMD batch) on CPU adapters, as for mamba_wgpu.rmsnorm.
 // Math:     silu(v) = v / (1 + exp(-v)), g = y * silu(z);
 //           norm_before_gate = 0 (Mamba-2's default): out = g / sqrt(mean_group(g^2) + eps) * weight
 //           norm_before_gate = 1:                     out = g / sqrt(mean_group(y^2) + eps) * weight
@@ -32,10 +34,10 @@ struct Params {
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
-const WG: u32 = 256u;
-const PARTS: u32 = 16u;
+// Partial sums after the first level (WG / PARTS each).
+const PARTS: u32 = min(16u, WG);
 
-// (256 + 16) * 4 = 1,088 bytes of workgroup memory.
+// (WG + PARTS) * 4 bytes of workgroup memory (1,088 at WG = 256).
 var<workgroup> partial: array<f32, WG>;
 var<workgroup> partial16: array<f32, PARTS>;
 
@@ -46,7 +48,7 @@ fn silu(v: f32) -> f32 {
     return v * sig;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let group = params.group;
@@ -70,8 +72,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         let m = select(g, yv, before);
         sum += m * m;
     }
-    // Two-level sum (16 invocations add 16 partials each, then every invocation adds the 16):
-    // two barriers instead of an eight-step tree.
+    // Two-level sum (PARTS invocations add WG / PARTS partials each, then every invocation
+    // adds the PARTS sums): two barriers instead of a log2(WG)-step tree.
     partial[lid] = sum;
     workgroupBarrier();
     if (lid < PARTS) {

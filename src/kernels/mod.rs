@@ -98,6 +98,8 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         fma_probe::INFO,
     ];
     all.extend(linear_tex::INFO_NARROW);
+    all.push(rmsnorm::INFO_NARROW);
+    all.push(rmsnorm_gated::INFO_NARROW);
     all
 }
 

@@ -29,10 +29,27 @@ const BINDINGS: &[BindingKind] = &[
     BindingKind::StorageRw,
 ];
 
-/// Static facts about the shader.
+/// Static facts about the shader (workgroups of 256 invocations, for GPUs).
 pub const INFO: ShaderInfo = ShaderInfo {
     label: "mamba_wgpu.rmsnorm",
-    source: include_str!("../../shaders/rmsnorm.wgsl"),
+    source: concat!(
+        "// mamba_wgpu.rmsnorm: shaders/rmsnorm.wgsl after its size header.\n",
+        "const WG: u32 = 256u;\n",
+        include_str!("../../shaders/rmsnorm.wgsl")
+    ),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<RmsNormParams>(),
+};
+
+/// [`INFO`] in workgroups of 8 invocations (one SIMD batch of a CPU adapter, no batch
+/// switches at the barriers): what CPU adapters run.
+pub const INFO_NARROW: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.rmsnorm_narrow",
+    source: concat!(
+        "// mamba_wgpu.rmsnorm_narrow: shaders/rmsnorm.wgsl after its size header.\n",
+        "const WG: u32 = 8u;\n",
+        include_str!("../../shaders/rmsnorm.wgsl")
+    ),
     bindings: BINDINGS,
     params_size: std::mem::size_of::<RmsNormParams>(),
 };
@@ -57,10 +74,18 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// Builds (or fetches from the cache) the pipeline.
+    /// Builds (or fetches from the cache) the pipeline: narrow workgroups on CPU adapters
+    /// ([`GpuContext::is_cpu_adapter`]), wide ones elsewhere.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
+        Self::variant(ctx, ctx.is_cpu_adapter())
+    }
+
+    /// The pipeline in workgroups of 8 invocations when `narrow`, of 256 otherwise (tests run
+    /// both).
+    pub fn variant(ctx: &GpuContext, narrow: bool) -> Result<Self> {
+        let info = if narrow { INFO_NARROW } else { INFO };
         Ok(Self {
-            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
+            pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
         })
     }
 

@@ -3,7 +3,7 @@
 //! with 1, `out = rmsnorm_group(y) · weight · silu(z)`.
 //! See `shaders/rmsnorm_gated.wgsl`; CPU twin: [`crate::reference::rmsnorm_gated::rmsnorm_gated`].
 //!
-//! One workgroup of 256 invocations per (row, group). `group` must be positive and divide
+//! One workgroup per (row, group), of 256 invocations on GPUs and 8 on CPU adapters. `group` must be positive and divide
 //! `cols`: check with [`check_params`].
 
 use std::sync::Arc;
@@ -66,10 +66,27 @@ const BINDINGS: &[BindingKind] = &[
     BindingKind::StorageRw,
 ];
 
-/// Static facts about the shader.
+/// Static facts about the shader (workgroups of 256 invocations, for GPUs).
 pub const INFO: ShaderInfo = ShaderInfo {
     label: "mamba_wgpu.rmsnorm_gated",
-    source: include_str!("../../shaders/rmsnorm_gated.wgsl"),
+    source: concat!(
+        "// mamba_wgpu.rmsnorm_gated: shaders/rmsnorm_gated.wgsl after its size header.\n",
+        "const WG: u32 = 256u;\n",
+        include_str!("../../shaders/rmsnorm_gated.wgsl")
+    ),
+    bindings: BINDINGS,
+    params_size: std::mem::size_of::<RmsnormGatedParams>(),
+};
+
+/// [`INFO`] in workgroups of 8 invocations (one SIMD batch of a CPU adapter): what CPU
+/// adapters run.
+pub const INFO_NARROW: ShaderInfo = ShaderInfo {
+    label: "mamba_wgpu.rmsnorm_gated_narrow",
+    source: concat!(
+        "// mamba_wgpu.rmsnorm_gated_narrow: shaders/rmsnorm_gated.wgsl after its size header.\n",
+        "const WG: u32 = 8u;\n",
+        include_str!("../../shaders/rmsnorm_gated.wgsl")
+    ),
     bindings: BINDINGS,
     params_size: std::mem::size_of::<RmsnormGatedParams>(),
 };
@@ -81,15 +98,20 @@ pub struct RmsnormGated {
 }
 
 impl RmsnormGated {
-    /// Builds (or fetches from the cache) the pipeline.
+    /// Builds (or fetches from the cache) the pipeline: narrow workgroups on CPU adapters
+    /// ([`GpuContext::is_cpu_adapter`]), wide ones elsewhere.
     pub fn new(ctx: &GpuContext) -> Result<Self> {
-        Ok(Self {
-            pipeline: ctx.pipeline(INFO.label, INFO.source, INFO.bindings)?,
-        })
+        Self::variant(ctx, ctx.is_cpu_adapter())
     }
 
-    /// Invocations per workgroup (the shader's `WG`).
-    pub const WORKGROUP_SIZE: u32 = 256;
+    /// The pipeline in workgroups of 8 invocations when `narrow`, of 256 otherwise (tests run
+    /// both).
+    pub fn variant(ctx: &GpuContext, narrow: bool) -> Result<Self> {
+        let info = if narrow { INFO_NARROW } else { INFO };
+        Ok(Self {
+            pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
+        })
+    }
 
     /// One workgroup per (row, group): `rows · cols / group`, folded past 65,535.
     pub fn workgroups(params: &RmsnormGatedParams) -> [u32; 3] {

@@ -6,7 +6,7 @@ use mamba_wgpu::reference;
 
 use crate::common::*;
 
-fn check(rows: usize, cols: usize, add: bool) {
+fn check(rows: usize, cols: usize, add: bool, narrow: bool) {
     let ctx = ctx();
     let res = rand_vec(1 + rows as u64, rows * cols, -2.0, 2.0);
     let delta = rand_vec(2 + cols as u64, rows * cols, -1.0, 1.0);
@@ -27,7 +27,7 @@ fn check(rows: usize, cols: usize, add: bool) {
         eps,
         add: add as u32,
     };
-    let k = RmsNorm::new(ctx).unwrap();
+    let k = RmsNorm::variant(ctx, narrow).unwrap();
     let d = k.bind(
         ctx,
         &params,
@@ -42,14 +42,14 @@ fn check(rows: usize, cols: usize, add: bool) {
     // f32 sums of `cols` squares in a different order: relative error ~ cols·eps_f32.
     let rtol = 1e-5 * (cols as f32).sqrt().max(1.0);
     assert_close(
-        "rmsnorm out",
+        &format!("rmsnorm out ({rows}, {cols}) add {add} narrow {narrow}"),
         &read::<f32>(&out_b, rows * cols),
         &want,
         1e-6,
         rtol,
     );
     assert_close(
-        "rmsnorm residual",
+        &format!("rmsnorm residual ({rows}, {cols}) add {add} narrow {narrow}"),
         &read::<f32>(&res_b, rows * cols),
         &want_res,
         0.0,
@@ -69,7 +69,10 @@ fn rmsnorm_matches_reference_on_awkward_shapes() {
         (37, 768),
         (2, 1000),
     ] {
-        check(rows, cols, false);
-        check(rows, cols, true);
+        // Both workgroup sizes (256 for GPUs, 8 for CPU adapters).
+        for narrow in [false, true] {
+            check(rows, cols, false, narrow);
+            check(rows, cols, true, narrow);
+        }
     }
 }

@@ -560,23 +560,26 @@ fn check_gated(rows: usize, group: usize, ngroups: usize, norm_before_gate: bool
     };
     check_norm_params(&params).unwrap();
     let want = rmsnorm_gated(&params, &y, &z, &weight);
-    let (y_b, z_b, w_b, out_b) = (upload(&y), upload(&z), upload(&weight), zeros(rows * cols));
-    let d = RmsnormGated::new(ctx).unwrap().bind(
-        ctx,
-        &params,
-        RmsnormGatedBuffers {
-            y: &y_b,
-            z: &z_b,
-            weight: &w_b,
-            out: &out_b,
-        },
-    );
-    run(ctx, &[&d]).unwrap();
-    let got = read::<f32>(&out_b, rows * cols);
-    let what = format!(
-        "rmsnorm_gated rows {rows} group {group} ngroups {ngroups} before {norm_before_gate}"
-    );
-    assert_norm_close(&what, &got, &want, group);
+    // Both workgroup sizes (256 for GPUs, 8 for CPU adapters).
+    for narrow in [false, true] {
+        let (y_b, z_b, w_b, out_b) = (upload(&y), upload(&z), upload(&weight), zeros(rows * cols));
+        let d = RmsnormGated::variant(ctx, narrow).unwrap().bind(
+            ctx,
+            &params,
+            RmsnormGatedBuffers {
+                y: &y_b,
+                z: &z_b,
+                weight: &w_b,
+                out: &out_b,
+            },
+        );
+        run(ctx, &[&d]).unwrap();
+        let got = read::<f32>(&out_b, rows * cols);
+        let what = format!(
+            "rmsnorm_gated rows {rows} group {group} ngroups {ngroups} before {norm_before_gate} narrow {narrow}"
+        );
+        assert_norm_close(&what, &got, &want, group);
+    }
 }
 
 /// See the module docs for the tolerance.
