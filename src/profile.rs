@@ -358,16 +358,20 @@ pub fn write_chrome_trace(path: &Path, profiles: &[&Profile]) -> Result<()> {
     })
 }
 
+/// Whether a dispatch label is the pre-norm of a block or the final norm (either workgroup
+/// size of `rmsnorm`).
+fn is_block_norm(label: &str) -> bool {
+    label == crate::kernels::rmsnorm::INFO.label
+        || label == crate::kernels::rmsnorm::INFO_NARROW.label
+}
+
 /// Which section each step of a forward belongs to. A block starts with its pre-norm, the one
 /// `rmsnorm` dispatch of it (Mamba-2's inner norm is `rmsnorm_gated`), and the final norm
 /// starts the head; so with `n_layer + 1` norms the steps before the first are the embedding,
 /// and the `sample` steps follow the head. Any other count gives `Forward` for all.
 pub(crate) fn sections(labels: &[&str], n_layer: usize, n_sample: usize) -> Vec<Section> {
     let n_main = labels.len() - n_sample;
-    let norms = labels[..n_main]
-        .iter()
-        .filter(|l| **l == "mamba_wgpu.rmsnorm")
-        .count();
+    let norms = labels[..n_main].iter().filter(|l| is_block_norm(l)).count();
     let mut seen = 0;
     labels
         .iter()
@@ -379,7 +383,7 @@ pub(crate) fn sections(labels: &[&str], n_layer: usize, n_sample: usize) -> Vec<
             if norms != n_layer + 1 {
                 return Section::Forward;
             }
-            if *l == "mamba_wgpu.rmsnorm" {
+            if is_block_norm(l) {
                 seen += 1;
             }
             match seen {

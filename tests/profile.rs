@@ -32,6 +32,15 @@ fn prefill_scan() -> &'static str {
     }
 }
 
+/// The block norm's label: its narrow variant on CPU adapters.
+fn norm() -> &'static str {
+    if ctx().is_cpu_adapter() {
+        "rmsnorm_narrow"
+    } else {
+        "rmsnorm"
+    }
+}
+
 /// The state update's label: its subgroup variant where the device has subgroups.
 fn state_update() -> &'static str {
     if ctx().features().subgroup {
@@ -107,7 +116,7 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
         // Embedding, 3 Mamba-1 blocks, final norm and the (tied, one page) lm_head.
         assert_eq!(kernels(&p, Section::Embedding), ["embedding"]);
         let block = [
-            "rmsnorm",
+            norm(),
             "matmul",
             "conv1d",
             "matmul",
@@ -118,7 +127,7 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
         for i in 0..3 {
             assert_eq!(kernels(&p, Section::Layer(i)), block, "{mode:?} layer {i}");
         }
-        assert_eq!(kernels(&p, Section::Head), ["rmsnorm", "matmul"]);
+        assert_eq!(kernels(&p, Section::Head), [norm(), "matmul"]);
         assert_eq!(p.timings.len(), 1 + 3 * block.len() + 2);
         // in_proj of layer 1: 7 tokens, 2·64 outputs, 32 inputs.
         let in_proj = &p.timings[1 + block.len() + 1];
@@ -150,7 +159,7 @@ fn profiled_decode_chooses_the_same_tokens() {
         assert_eq!(
             kernels(&tg, Section::Layer(2)),
             [
-                "rmsnorm",
+                norm(),
                 "gemv",
                 "conv1d_step",
                 "gemv",
@@ -233,7 +242,7 @@ fn chrome_trace_is_well_formed() {
     // Decode is laid out after prefill, on its own thread.
     assert!(decode_start >= pp.span_ns() / 1e3);
     assert_eq!(x[1]["args"]["layer"], 0);
-    assert_eq!(x[1]["name"], "rmsnorm");
+    assert_eq!(x[1]["name"], norm());
     assert_eq!(events.iter().filter(|e| e["ph"] == "M").count(), 2);
 }
 
