@@ -75,8 +75,9 @@ pub struct SelectiveScanBuffers<'a> {
     pub x: &'a wgpu::Buffer,
     /// f32 gate, d_inner columns.
     pub z: &'a wgpu::Buffer,
-    /// per-layer constants packed: A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]`,
-    /// then (read only when `dt_rank > 0`) dt_proj's weight transposed, `[dt_rank, d_inner]`.
+    /// per-layer constants packed by [`pack_ssm`]: A_log `[d_inner, d_state]`, then D
+    /// `[d_inner]`, then dt_bias `[d_inner]`, then (read only when `dt_rank > 0`) dt_proj's
+    /// weight at [`dt_proj_layout`].
     pub ssm: &'a wgpu::Buffer,
     /// `[batch, d_inner, d_state]` f32 SSM state, read as the initial state and overwritten with the final one.
     pub state: &'a wgpu::Buffer,
@@ -117,6 +118,42 @@ pub fn check_params(params: &SelectiveScanParams) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Where dt_proj's weight sits in a layer's packed constants: `(w0, k4)` with `W[d, j]` at
+/// float `w0 + d·k4 + j`, `w0` = `d_inner·(d_state + 2)` and `k4` = `dt_rank`, each rounded up
+/// to a multiple of 4, so that selective_state_update reads every channel's row as whole
+/// vec4s (the padding columns are zero).
+pub fn dt_proj_layout(d_inner: usize, d_state: usize, dt_rank: usize) -> (usize, usize) {
+    (
+        (d_inner * (d_state + 2)).next_multiple_of(4),
+        dt_rank.next_multiple_of(4),
+    )
+}
+
+/// Packs one layer's per-channel constants as both Mamba-1 scan kernels read them (the `ssm`
+/// buffer): `A_log` `[d_inner, d_state]`, `D` `[d_inner]`, `dt_bias` `[d_inner]`, then, when
+/// `dt_proj` = `Some((w, rank))` with `w` dt_proj's weight `[d_inner, rank]` (PyTorch layout),
+/// its rows zero-padded at [`dt_proj_layout`]; the whole padded to a multiple of 4 floats
+/// (selective_state_update reads the buffer as vec4s).
+pub fn pack_ssm(
+    a_log: &[f32],
+    d_skip: &[f32],
+    dt_bias: &[f32],
+    dt_proj: Option<(&[f32], usize)>,
+) -> Vec<f32> {
+    let d_inner = d_skip.len();
+    let mut ssm = [a_log, d_skip, dt_bias].concat();
+    if let Some((w, rank)) = dt_proj {
+        let (w0, k4) = dt_proj_layout(d_inner, a_log.len() / d_inner.max(1), rank);
+        ssm.resize(w0, 0.0);
+        for row in w.chunks(rank.max(1)).take(d_inner) {
+            ssm.extend_from_slice(row);
+            ssm.resize(ssm.len() + k4 - row.len(), 0.0);
+        }
+    }
+    ssm.resize(ssm.len().next_multiple_of(4), 0.0);
+    ssm
 }
 
 /// [`check_params`] plus what only the parallel scan refuses: dt_proj applied in the kernel

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use crate::kernels::conv1d_step::Conv1dStep;
 use crate::kernels::selective_scan::{
-    SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
+    pack_ssm, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
 use crate::kernels::selective_state_update::SelectiveStateUpdate;
 use crate::model::checkpoint::Checkpoint;
@@ -41,8 +41,8 @@ struct Layer {
     conv_b: Option<GpuTensor>,
     x_proj: PagedMatrix,
     dt_proj: PagedMatrix,
-    /// A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]` (the scan's
-    /// packing), then dt_proj's weight transposed `[dt_rank, d_inner]` for the decode step.
+    /// A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]`, then
+    /// dt_proj's weight for the decode step (`selective_scan::pack_ssm`).
     ssm: GpuTensor,
     out_proj: PagedMatrix,
     out_proj_bias: Option<GpuTensor>,
@@ -101,19 +101,17 @@ impl Mamba1 {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let m = format!("backbone.layers.{i}.mixer.");
-            // dt_proj's weight `[e, r]` also goes in transposed, `[r, e]`, for the decode
-            // step's state update, which applies dt_proj itself (one dispatch fewer per
-            // layer; lanes read consecutive words). It is r / (3·d + r + 2n) of a layer's
-            // weights (2% for mamba-130m), kept in f32 whatever the matrices' dtype.
+            // dt_proj's weight `[e, r]` also goes into `ssm` (rows padded to whole vec4s) for
+            // the decode step's state update, which applies dt_proj itself (one dispatch fewer
+            // per layer). It is r / (3·d + r + 2n) of a layer's weights (2% for mamba-130m),
+            // kept in f32 whatever the matrices' dtype.
             let dt_w = src.f32(&format!("{m}dt_proj.weight"), &[e, r])?;
-            let dt_w_t: Vec<f32> = (0..r * e).map(|i| dt_w[(i % e) * r + i / e]).collect();
-            let ssm: Vec<f32> = [
-                src.f32(&format!("{m}A_log"), &[e, n])?,
-                src.f32(&format!("{m}D"), &[e])?,
-                src.f32(&format!("{m}dt_proj.bias"), &[e])?,
-                dt_w_t,
-            ]
-            .concat();
+            let ssm = pack_ssm(
+                &src.f32(&format!("{m}A_log"), &[e, n])?,
+                &src.f32(&format!("{m}D"), &[e])?,
+                &src.f32(&format!("{m}dt_proj.bias"), &[e])?,
+                Some((&dt_w, r)),
+            );
             layers.push(Layer {
                 in_proj: matrix(
                     &ctx,

@@ -2,7 +2,7 @@
 //! Mamba-1 selective scan as the plain sequential recurrence of transformers' `MambaMixer`
 //! slow path, in f32, with the kernels' addressing (see [`SelectiveScanParams`]).
 
-use crate::kernels::selective_scan::SelectiveScanParams;
+use crate::kernels::selective_scan::{dt_proj_layout, SelectiveScanParams};
 
 /// The read-only inputs of one scan, addressed exactly as the kernels address their buffers
 /// (row `r = b·len + t`, offsets and strides from [`SelectiveScanParams`]).
@@ -19,7 +19,8 @@ pub struct SelectiveScanInputs<'a> {
     pub z: &'a [f32],
     /// Per-layer constants: `A_log[d, n]` at `d·N + n`, `D[d]` at `d_inner·N + d`,
     /// `dt_bias[d]` at `d_inner·N + d_inner + d`, and with `dt_rank = k > 0` dt_proj's
-    /// weight `W[d, j]` at `d_inner·N + 2·d_inner + j·d_inner + d`.
+    /// weight `W[d, j]` at `w0 + d·k4 + j` (`(w0, k4)` from
+    /// [`crate::kernels::selective_scan::dt_proj_layout`]).
     pub ssm: &'a [f32],
 }
 
@@ -69,10 +70,10 @@ pub fn selective_scan(
                 let dt = if p.dt_rank == 0 {
                     inp.dt[at(p.dt_offset, r, p.dt_stride, d)]
                 } else {
-                    let w = d_inner * (ns + 2) + d;
+                    let (w0, k4) = dt_proj_layout(d_inner, ns, p.dt_rank as usize);
                     (0..p.dt_rank as usize)
                         .map(|j| {
-                            inp.ssm[w + j * d_inner] * inp.dt[at(p.dt_offset, r, p.dt_stride, j)]
+                            inp.ssm[w0 + d * k4 + j] * inp.dt[at(p.dt_offset, r, p.dt_stride, j)]
                         })
                         .sum()
                 };

@@ -11,7 +11,7 @@
 
 use mamba_wgpu::kernels::run;
 use mamba_wgpu::kernels::selective_scan::{
-    check_params, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
+    check_params, pack_ssm, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
 use mamba_wgpu::kernels::selective_state_update::SelectiveStateUpdate;
 use mamba_wgpu::reference::selective_scan::{selective_scan, silu, softplus, SelectiveScanInputs};
@@ -63,13 +63,13 @@ impl Problem {
         }
         // A = -exp(A_log): Mamba's init A[d, n] = -(n + 1), scaled down by up to e^-2 so that
         // some channels decay slowly and the carry matters over hundreds of tokens.
-        let mut ssm: Vec<f32> = rand_vec(seed + 2, d_inner * n, -2.0, 0.3)
+        let a_log: Vec<f32> = rand_vec(seed + 2, d_inner * n, -2.0, 0.3)
             .iter()
             .enumerate()
             .map(|(i, u)| ((i % n) as f32 + 1.0).ln() + u)
             .collect();
-        ssm.extend(rand_vec(seed + 3, d_inner, 0.5, 1.5)); // D
-        ssm.extend(dt_bias);
+        let d_skip = rand_vec(seed + 3, d_inner, 0.5, 1.5);
+        let ssm = pack_ssm(&a_log, &d_skip, &dt_bias, None);
         let state0 = if init {
             rand_vec(seed + 4, batch * d_inner * n, -1.0, 1.0)
         } else {
@@ -543,7 +543,7 @@ fn selective_scan_kernels_fold_many_workgroups() {
 
 /// selective_state_update with dt_proj applied in the kernel (`dt_rank > 0`, the decode
 /// step's form): dt_proj's input sits in the first `rank` columns of the bc rows (as x_proj
-/// writes them) and its weight, transposed, after dt_bias in `ssm`. Checked against the twin
+/// writes them) and its weight after dt_bias in `ssm` (`pack_ssm`'s padded rows). Checked against the twin
 /// on the same call, and the twin's fused path against its plain one fed `W·dt_in` computed
 /// here in f64, so a shared mistake in the fused addressing would show.
 #[test]
@@ -564,8 +564,10 @@ fn selective_state_update_applies_dt_proj() {
         // around dt_bias's [-4, -1], so softplus sees both of its regimes.
         let w = rand_vec(600 + i, d_inner * rank, -1.5, 1.5);
         let dt_in = rand_vec(700 + i, rows * rank, -1.0, 1.0);
-        let mut ssm = p.ssm.clone();
-        ssm.extend((0..rank * d_inner).map(|k| w[(k % d_inner) * rank + k / d_inner]));
+        // The same constants with W's rows appended (zero-padded to whole vec4s).
+        let (a_log, rest) = p.ssm.split_at(d_inner * n);
+        let (d_skip, rest) = rest.split_at(d_inner);
+        let ssm = pack_ssm(a_log, d_skip, &rest[..d_inner], Some((&w, rank)));
 
         // bc rows: [dt_in (rank) | B (n) | C (n)], as x_proj's output.
         let stride = rank + 2 * n;
