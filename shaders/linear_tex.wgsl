@@ -158,7 +158,12 @@ fn store4(row: u32, col: u32, a: Acc4) {
 }
 
 fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
-    let single = params.m == 1u;
+    // One row of x. The grid term is always true when m = 1 (one row group); it is there
+    // because lavapipe (Mesa 22.x) specialises a shader on uniform values that decide a branch
+    // and, while that removes half the shader, recompiles it at every dispatch: a session
+    // whose first product had m = 1 then paid ~6 ms per dispatch. A condition that also reads
+    // a builtin is not inlined.
+    let single = (params.m == 1u) & (nwg.y * nwg.z == 1u);
     let n0 = (wg.x * WG + lid) * NW;
     let m0 = (wg.y + wg.z * nwg.y) * MB;
     // A workgroup-uniform exit only: lanes past n stay for the shared loads (their rows of w

@@ -147,9 +147,11 @@ fn scan(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     let n4 = n_state / 4u;
     let state_base = (bh * head_dim + p) * n4;
 
-    if (len == 1u) {
-        // One token (decode): the state streams from the buffer and back in the same loop,
-        // with no private copy (copying N floats in and out costs more than the update).
+    // One token (decode): the state streams from the buffer and back in the same loop, with
+    // no private copy (copying N floats in and out costs more than the update). The grid
+    // term (always true) keeps lavapipe from specialising the shader on len and recompiling
+    // it at every dispatch (see mamba_wgpu.linear_tex's `single`).
+    if ((len == 1u) & (nwg.y != 0u)) {
         let tk = token(b, h, g, p, a, dt_bias);
         var acc = 0.0;
         for (var j0 = 0u; j0 < n4; j0 += 8u) {
