@@ -4,13 +4,14 @@
 // with the sum as a check that every texel was read exactly once.
 //
 // Bindings: 0 params (uniform); 1 data texture_2d<f32>, `width` texels per line (read);
-//           2 partial f32 [groups] (read_write).
+//           2 partial f32 [groups * 256] (read_write).
 // Params:   len: texels to read (the first `len` in line order), width: texels per line.
 // Geometry: `groups` workgroups of 256 invocations in x (groups <= 65,535), any groups >= 1.
 // Math:     with T = groups * 256 invocations, invocation t reads texels t, t + T, ... (texel i at
 //           (i % width, i / width): neighbouring invocations read neighbouring texels), sums
-//           the four lanes in f32, and the workgroup reduces its 256 sums in a tree:
-//           partial[g] = sum over i < len with (i mod T) / 256 == g of dot(texel i, (1, 1, 1, 1)).
+//           the four lanes in f32 and writes
+//           partial[t] = sum over i < len with i mod T == t of dot(texel i, (1, 1, 1, 1)),
+//           with no workgroup reduction (see mamba_wgpu.stream_read).
 
 struct Params {
     len: u32,
@@ -24,27 +25,17 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 
 const WG: u32 = 256u;
-var<workgroup> sums: array<f32, WG>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
     let total = nwg.x * WG;
     let width = params.width;
+    let t = wg.x * WG + lid;
     var acc = vec4<f32>(0.0);
-    // No barrier inside: the trip count may differ between invocations.
-    for (var i = wg.x * WG + lid; i < params.len; i += total) {
+    // No barrier: the trip count may differ between invocations, and each writes its own sum.
+    for (var i = t; i < params.len; i += total) {
         acc += textureLoad(data, vec2<u32>(i % width, i / width), 0);
     }
-    sums[lid] = acc.x + acc.y + acc.z + acc.w;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            sums[lid] += sums[lid + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid == 0u) {
-        partial[wg.x] = sums[0];
-    }
+    partial[t] = acc.x + acc.y + acc.z + acc.w;
 }

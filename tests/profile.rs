@@ -246,14 +246,16 @@ fn chrome_trace_is_well_formed() {
     assert_eq!(events.iter().filter(|e| e["ph"] == "M").count(), 2);
 }
 
-/// Runs the read probe over `data` with `groups` workgroups and adds the partials.
+/// Runs the read probe over `data` with `groups` workgroups and adds the partials (one per
+/// invocation).
 fn stream_sum(data: &[f32], groups: Option<u32>) -> f64 {
     assert_eq!(data.len() % 4, 0);
     let mut p = StreamReadParams::for_len((data.len() / 4) as u32);
     if let Some(g) = groups {
         p.groups = g;
     }
-    let (buf, partial) = (upload(data), zeros(p.groups as usize));
+    let n = p.groups as usize * 256;
+    let (buf, partial) = (upload(data), zeros(n));
     let d = StreamRead::new(ctx()).unwrap().bind(
         ctx(),
         &p,
@@ -263,10 +265,7 @@ fn stream_sum(data: &[f32], groups: Option<u32>) -> f64 {
         },
     );
     run(ctx(), &[&d]).unwrap();
-    read::<f32>(&partial, p.groups as usize)
-        .iter()
-        .map(|&x| f64::from(x))
-        .sum()
+    read::<f32>(&partial, n).iter().map(|&x| f64::from(x)).sum()
 }
 
 #[test]
@@ -288,15 +287,20 @@ fn stream_read_sums_every_element_once() {
         (70_001, Some(1)),
         (1000, Some(3)),
         (5, Some(7)),
+        // The geometry of 64 loads per invocation (the texture probe's best on lavapipe).
+        (
+            70_001,
+            Some(StreamReadParams::with_loads(70_001, 64).groups),
+        ),
     ] {
         let n = 4 * vec4s;
         // Small integers: every f32 partial below 2^24 is exact, so the sum must be exact.
         let ints: Vec<f32> = (0..n).map(|i| ((i * 7) % 5) as f32).collect();
         let want: f64 = ints.iter().map(|&x| f64::from(x)).sum();
         assert_eq!(stream_sum(&ints, groups), want, "{vec4s} vec4s, {groups:?}");
-        // Random signs: f32 sums of at most ~300 terms per invocation plus an 8-level tree;
-        // the error is below (terms + 8)·2^-24·Σ|x| ≤ 2e-5·Σ|x| (70,001 vec4s on one group is
-        // the longest run, 274 terms per invocation).
+        // Random signs: f32 sums of at most ~300 terms per invocation, partials added in f64;
+        // the error is below terms·2^-24·Σ|x| ≤ 2e-5·Σ|x| (70,001 vec4s on one group is the
+        // longest run, 274 terms per invocation).
         let x = rand_vec(vec4s as u64, n, -1.0, 1.0);
         let want: f64 = x.iter().map(|&v| f64::from(v)).sum();
         let abs: f64 = x.iter().map(|&v| f64::from(v).abs()).sum();

@@ -1,5 +1,5 @@
 //! `stream_read`: the read-bandwidth probe (see `shaders/stream_read.wgsl`). It streams a buffer
-//! once and writes one partial sum per workgroup; [`crate::profile::read_bandwidth`] times it and
+//! once and writes one partial sum per invocation; [`crate::profile::read_bandwidth`] times it and
 //! the tests check the sum. Not part of any model.
 
 use std::sync::Arc;
@@ -27,9 +27,15 @@ impl StreamReadParams {
     /// Params for `len` vec4 elements with about 16 loads per invocation, the geometry that
     /// keeps enough loads in flight on GPUs without launching a group per element.
     pub fn for_len(len: u32) -> Self {
+        Self::with_loads(len, 16)
+    }
+
+    /// Params for `len` vec4 elements with about `loads` loads per invocation (at least 1).
+    pub fn with_loads(len: u32, loads: u32) -> Self {
+        let loads = loads.max(1);
         Self {
             len,
-            groups: len.div_ceil(256 * 16).clamp(1, MAX_GROUPS_PER_DIM),
+            groups: len.div_ceil(256 * loads).clamp(1, MAX_GROUPS_PER_DIM),
             ..Default::default()
         }
     }
@@ -54,7 +60,7 @@ pub const INFO: ShaderInfo = ShaderInfo {
 pub struct StreamReadBuffers<'a> {
     /// `[len, 4]` f32 read once.
     pub data: &'a wgpu::Buffer,
-    /// `[groups]` f32 partial sums, one per workgroup.
+    /// `[groups · 256]` f32 partial sums, one per invocation.
     pub partial: &'a wgpu::Buffer,
 }
 
@@ -72,7 +78,7 @@ impl StreamRead {
         })
     }
 
-    /// `groups` workgroups in x (the shader's partial index is `workgroup_id.x`, so no fold).
+    /// `groups` workgroups in x (the shader's partial index is the global invocation index, so no fold).
     pub fn workgroups(params: &StreamReadParams) -> [u32; 3] {
         [params.groups.clamp(1, MAX_GROUPS_PER_DIM), 1, 1]
     }

@@ -1,6 +1,6 @@
 //! `stream_read_tex`: the texture read-bandwidth probe (see `shaders/stream_read_tex.wgsl`),
 //! the twin of [`crate::kernels::stream_read`] for texture-stored weights. It streams an
-//! rgba32float texture once and writes one partial sum per workgroup;
+//! rgba32float texture once and writes one partial sum per invocation;
 //! [`crate::profile::texture_read_bandwidth`] times it and checks the sum. Not part of any model.
 
 use std::sync::Arc;
@@ -26,10 +26,17 @@ pub struct StreamReadTexParams {
 impl StreamReadTexParams {
     /// Params for `len` texels in lines of `width`, about 16 loads per invocation.
     pub fn for_len(len: u32, width: u32) -> Self {
+        Self::with_loads(len, width, 16)
+    }
+
+    /// Params for `len` texels in lines of `width`, about `loads` loads per invocation (at
+    /// least 1).
+    pub fn with_loads(len: u32, width: u32, loads: u32) -> Self {
+        let loads = loads.max(1);
         Self {
             len,
             width,
-            groups: len.div_ceil(256 * 16).clamp(1, MAX_GROUPS_PER_DIM),
+            groups: len.div_ceil(256 * loads).clamp(1, MAX_GROUPS_PER_DIM),
             _pad0: 0,
         }
     }
@@ -63,12 +70,12 @@ impl StreamReadTex {
         })
     }
 
-    /// `groups` workgroups in x (the shader's partial index is `workgroup_id.x`, so no fold).
+    /// `groups` workgroups in x (the shader's partial index is the global invocation index, so no fold).
     pub fn workgroups(params: &StreamReadTexParams) -> [u32; 3] {
         [params.groups.clamp(1, MAX_GROUPS_PER_DIM), 1, 1]
     }
 
-    /// Creates the dispatch: `data` is the texture's view, `partial` `[groups]` f32.
+    /// Creates the dispatch: `data` is the texture's view, `partial` `[groups · 256]` f32.
     pub fn bind(
         &self,
         ctx: &GpuContext,
