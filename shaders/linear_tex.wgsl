@@ -1,5 +1,6 @@
 // mamba_wgpu.linear_tex: the Linear of mamba_wgpu.matmul / mamba_wgpu.gemv (y = x · wᵀ + bias,
-// PyTorch layout) for weights stored in a 2-D texture, for prefill and decode alike.
+// PyTorch layout) for weights stored in a 2-D texture (bound as a read-only storage texture),
+// for prefill and decode alike.
 //
 // Bindings: 0 params (uniform); 1 x f32 as vec4s (read); 2 w: one page of a texture-stored
 //           weight (declared by the weight header); 3 bias f32 (read; any buffer when flags

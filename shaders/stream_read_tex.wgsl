@@ -3,7 +3,8 @@
 // device's read bandwidth for texture-stored weights (what linear_tex streams on CPU adapters),
 // with the sum as a check that every texel was read exactly once.
 //
-// Bindings: 0 params (uniform); 1 data texture_2d<f32>, `width` texels per line (read);
+// Bindings: 0 params (uniform); 1 data rgba32float read-only storage texture, `width` texels
+//           per line;
 //           2 partial f32 [groups * 256] (read_write).
 // Params:   len: texels to read (the first `len` in line order), width: texels per line.
 // Geometry: `groups` workgroups of 256 invocations in x (groups <= 65,535), any groups >= 1.
@@ -21,7 +22,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var data: texture_2d<f32>;
+@group(0) @binding(1) var data: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> partial: array<f32>;
 
 const WG: u32 = 256u;
@@ -35,7 +36,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var acc = vec4<f32>(0.0);
     // No barrier: the trip count may differ between invocations, and each writes its own sum.
     for (var i = t; i < params.len; i += total) {
-        acc += textureLoad(data, vec2<u32>(i % width, i / width), 0);
+        acc += textureLoad(data, vec2<u32>(i % width, i / width));
     }
     partial[t] = acc.x + acc.y + acc.z + acc.w;
 }

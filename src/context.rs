@@ -70,9 +70,11 @@ pub enum BindingKind {
     Storage,
     /// A read-write storage buffer.
     StorageRw,
-    /// A 2-D texture of unfilterable f32 texels read with `textureLoad` (`texture_2d<f32>`).
+    /// A 2-D rgba32float texture bound as a read-only storage texture
+    /// (`texture_storage_2d<rgba32float, read>`, read with `textureLoad`).
     TextureFloat,
-    /// A 2-D texture of u32 texels read with `textureLoad` (`texture_2d<u32>`).
+    /// A 2-D rgba32uint texture bound as a read-only storage texture
+    /// (`texture_storage_2d<rgba32uint, read>`).
     TextureUint,
 }
 
@@ -392,8 +394,9 @@ impl GpuContext {
 
     /// Whether big weights should live in textures rather than storage buffers on this
     /// device: a rule from measurements, true on CPU adapters (Mesa's llvmpipe/lavapipe,
-    /// SwiftShader), where a `textureLoad` streams 5 to 8 times faster than a storage-buffer
-    /// load (see the speed issue's probes and `cargo bench`), false on GPUs and on devices the
+    /// SwiftShader), where the texture kernel (`linear_tex`, one 16-byte texel per load)
+    /// outruns the storage-buffer matmul and GEMV several times over (mamba-130m f32 on
+    /// lavapipe: 4.2 / 0.91 tok/s prefill / decode with buffers), false on GPUs and on devices the
     /// application handed us (their adapter type is unknown), which read storage buffers at
     /// full bandwidth.
     pub fn prefers_texture_weights(&self) -> bool {
@@ -571,15 +574,20 @@ impl GpuContext {
                         has_dynamic_offset: false,
                         min_binding_size: None,
                     },
+                    // Read-only storage textures rather than sampled ones: lavapipe reads them
+                    // through its image path, without the per-lane mip-level lookups of its
+                    // sampler path (mamba-130m f16's decode GEMVs: 32-37 instead of 48-51 ms
+                    // per token), and both rgba32 formats support read-only storage access on
+                    // every device with storage textures.
                     BindingKind::TextureFloat | BindingKind::TextureUint => {
-                        wgpu::BindingType::Texture {
-                            sample_type: if *k == BindingKind::TextureFloat {
-                                wgpu::TextureSampleType::Float { filterable: false }
+                        wgpu::BindingType::StorageTexture {
+                            access: wgpu::StorageTextureAccess::ReadOnly,
+                            format: if *k == BindingKind::TextureFloat {
+                                wgpu::TextureFormat::Rgba32Float
                             } else {
-                                wgpu::TextureSampleType::Uint
+                                wgpu::TextureFormat::Rgba32Uint
                             },
                             view_dimension: wgpu::TextureViewDimension::D2,
-                            multisampled: false,
                         }
                     }
                 },

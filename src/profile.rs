@@ -737,7 +737,7 @@ pub fn texture_read_bandwidth(ctx: &GpuContext, bytes: u64, reps: u32) -> Result
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     });
     ctx.queue().write_texture(

@@ -287,7 +287,9 @@ impl PagedMatrix {
     /// Whether a matrix of `cols` columns can live in textures on `ctx`: whole 8-column blocks
     /// (what the texture kernels read at a time) and one row within the texture width.
     pub fn texture_fits(ctx: &GpuContext, cols: usize, dtype: WeightDtype) -> bool {
-        !dtype.is_blocks()
+        // Bound as read-only storage textures (see BindingKind::TextureFloat).
+        ctx.limits().max_storage_textures_per_shader_stage >= 1
+            && !dtype.is_blocks()
             && cols > 0
             && cols.is_multiple_of(8)
             && texels_per_row(cols, dtype) <= ctx.texture_dimension_limit() as usize
@@ -546,7 +548,7 @@ fn texture_pages(
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         ctx.queue().write_texture(

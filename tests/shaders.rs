@@ -78,14 +78,15 @@ fn check(info: &ShaderInfo) {
             }
             naga::AddressSpace::Storage { .. } => BindingKind::Storage,
             naga::AddressSpace::Handle => match module.types[var.ty].inner {
+                // Weight textures are read-only storage textures of the two rgba32 formats.
                 naga::TypeInner::Image {
                     dim: naga::ImageDimension::D2,
                     arrayed: false,
-                    class: naga::ImageClass::Sampled { kind, multi: false },
-                } => match kind {
-                    naga::ScalarKind::Float => BindingKind::TextureFloat,
-                    naga::ScalarKind::Uint => BindingKind::TextureUint,
-                    other => panic!("{label}: binding {i}: texture of {other:?}"),
+                    class: naga::ImageClass::Storage { format, access },
+                } if access == naga::StorageAccess::LOAD => match format {
+                    naga::StorageFormat::Rgba32Float => BindingKind::TextureFloat,
+                    naga::StorageFormat::Rgba32Uint => BindingKind::TextureUint,
+                    other => panic!("{label}: binding {i}: storage texture of {other:?}"),
                 },
                 ref other => panic!("{label}: binding {i}: handle {other:?}"),
             },

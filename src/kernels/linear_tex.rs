@@ -87,15 +87,15 @@ const BINDINGS_F16: &[BindingKind] = &[
 // The weight headers: binding 2 and `w_block` for each texture format.
 macro_rules! f32_header {
     () => {
-        "// Weights: f32 in an rgba32float texture.
-@group(0) @binding(2) var w: texture_2d<f32>;
+        "// Weights: f32 in an rgba32float texture (a read-only storage texture).
+@group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
 // Texels per row of a [n, k] weight: 4 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 4u; }
 // Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
 struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
 fn w_block(o: vec2<u32>, i: u32) -> WBlock {
     let c = o.x + 2u * i;
-    return WBlock(textureLoad(w, vec2<u32>(c, o.y), 0), textureLoad(w, vec2<u32>(c + 1u, o.y), 0));
+    return WBlock(textureLoad(w, vec2<u32>(c, o.y)), textureLoad(w, vec2<u32>(c + 1u, o.y)));
 }
 "
     };
@@ -106,7 +106,7 @@ macro_rules! f16_header {
         "// Weights: f16, 8 per rgba32uint texel: word j of texel i of a row holds column 8i + j in
 // its low half and 8i + 4 + j in its high half. Widened to f32 by integer operations, so no
 // shader-f16 feature is needed.
-@group(0) @binding(2) var w: texture_2d<u32>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>;
 // Texels per row of a [n, k] weight: 8 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
 // Four f16 bit patterns (in the low 16 bits) as f32, exact for every finite f16 (the loader
@@ -123,7 +123,7 @@ fn widen4(h: vec4<u32>) -> vec4<f32> {
 // Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
 struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
 fn w_block(o: vec2<u32>, i: u32) -> WBlock {
-    let t = textureLoad(w, vec2<u32>(o.x + i, o.y), 0);
+    let t = textureLoad(w, vec2<u32>(o.x + i, o.y));
     return WBlock(widen4(t & vec4<u32>(0xffffu)), widen4(t >> vec4<u32>(16u)));
 }
 "
@@ -134,13 +134,13 @@ macro_rules! f16_unpack_header {
     () => {
         "// Weights: f16, 8 per rgba32uint texel (word j of texel i: column 8i + j low, 8i + 4 + j
 // high), converted by unpack2x16float.
-@group(0) @binding(2) var w: texture_2d<u32>;
+@group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>;
 // Texels per row of a [n, k] weight: 8 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
 // Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
 struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
 fn w_block(o: vec2<u32>, i: u32) -> WBlock {
-    let t = textureLoad(w, vec2<u32>(o.x + i, o.y), 0);
+    let t = textureLoad(w, vec2<u32>(o.x + i, o.y));
     let a = unpack2x16float(t.x);
     let b = unpack2x16float(t.y);
     let c = unpack2x16float(t.z);
