@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mamba_wgpu::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use mamba_wgpu::kernels::gemv::Gemv;
-use mamba_wgpu::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
+use mamba_wgpu::kernels::linear_tex::{
+    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams,
+};
 use mamba_wgpu::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use mamba_wgpu::kernels::selective_scan::{
     SelectiveScan, SelectiveScanBuffers, SelectiveScanParams,
@@ -389,9 +391,10 @@ fn benches(c: &mut Criterion) {
         };
         let kernel = LinearTex::for_dtype(&ctx, dtype).unwrap();
         for m in [1u32, 128] {
-            let (xm, ym) = (
+            let (xm, ym, unused_rw) = (
                 buf(&ctx, (m * k) as usize, 0.01),
                 buf(&ctx, (m * n) as usize, 0.0),
+                buf(&ctx, 4, 0.0),
             );
             let p = LinearTexParams {
                 m,
@@ -410,6 +413,7 @@ fn benches(c: &mut Criterion) {
                     w: view,
                     bias: &xm,
                     y: &ym,
+                    conv: ConvStepBindings::unused(&xm, &unused_rw),
                 },
             );
             let tp = if m == 1 {

@@ -4,7 +4,11 @@
 //
 // Bindings: 0 params (uniform); 1 x f32 as vec4s (read); 2 w: one page of a texture-stored
 //           weight (declared by the weight header); 3 bias f32 (read; any buffer when flags
-//           bit 0 is clear); 4 y f32 (read_write).
+//           bit 0 is clear); 4 y f32 (read_write); the conv step fused after the product
+//           (flags bit 2; any buffers otherwise, untouched), laid out as in
+//           mamba_wgpu.conv1d_step: 5 conv weight f32 [channels, K] (read); 6 conv bias f32
+//           [channels] (read; untouched unless flags bit 3); 7 conv state f32
+//           [rows, channels, K - 1] (read_write); 8 conv out f32 (read_write).
 // Headers:  two Rust-side headers come before this file (src/kernels/linear_tex.rs).
 //           The weight header declares binding 2 and w_block: row r of the page starts at
 //           texel ((r % rows_per_line) · tpr, r / rows_per_line), tpr = w_texels_per_row(k)
@@ -19,7 +23,10 @@
 //           takes the others' by subgroupBroadcast/subgroupShuffle (share8, shuffle), so one
 //           load instruction brings 8 vec4s; without, every lane loads all of x itself.
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
-//           bias, bit 1: accumulate into y); rows_per_line; 2 words of padding (48 bytes).
+//           bias, bit 1: accumulate into y, bit 2: conv step, bit 3: conv bias);
+//           rows_per_line; col_base (the page's first output column of the whole product);
+//           conv_start, conv_channels, conv_kernel, conv_out_stride; 1 word of padding
+//           (64 bytes).
 //           Preconditions the Rust side checks: k a multiple of 8; x_offset and x_stride
 //           multiples of 4 (x is read as vec4s).
 // Geometry: WG invocations per workgroup, WG declared by a third (size) header: 64 (wide, for GPUs)
@@ -36,6 +43,15 @@
 //                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w(col, i)
 //                 + (flags & 1 ? bias[bias_offset + col] : 0)
 //           summed in f32, 8 columns at a time in increasing k: (Σ + bias) + y_old.
+//           Conv step (decode: each row of x is one token of sequence `row`): for an output
+//           column c = col_base + col with conv_start <= c < conv_start + channels, channel
+//           ch = c - conv_start takes the value v just written as its new input:
+//             window = state[row, ch, 0..K-1] ++ v;
+//             conv_out[row·conv_out_stride + ch] = silu(conv_bias[ch] + Σ_j w[ch, j]·window[j]);
+//             state[row, ch, :] = window[1..K]
+//           (mamba_wgpu.conv1d_step's math and order). Each (row, column) is written by one
+//           invocation, so each state row is read and shifted by one invocation: race-free,
+//           and the decode step needs no conv dispatch of its own.
 // Why this shape: on CPU adapters (llvmpipe) the invocations of a workgroup run in SIMD lanes,
 // and every load instruction, texel fetch or storage read alike, costs about the same
 // (measured: a lane-uniform x load as much as a texel fetch), far more than an FMA; barriers
@@ -58,8 +74,12 @@ struct Params {
     bias_offset: u32,
     flags: u32,
     rows_per_line: u32,
+    col_base: u32,
+    conv_start: u32,
+    conv_channels: u32,
+    conv_kernel: u32,
+    conv_out_stride: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -67,6 +87,10 @@ struct Params {
 // @group(0) @binding(2) w: declared by the weight header.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> conv_w: array<f32>;
+@group(0) @binding(6) var<storage, read> conv_b: array<f32>;
+@group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> conv_out: array<f32>;
 
 // Outputs (rows of w) per invocation, and rows of x per workgroup when m > 1.
 const NW: u32 = 4u;
@@ -147,6 +171,33 @@ fn store(row: u32, col: u32, v: f32) {
         o += y[idx];
     }
     y[idx] = o;
+    let ch = params.col_base + col - params.conv_start;
+    if ((params.flags & 4u) != 0u && params.col_base + col >= params.conv_start
+        && ch < params.conv_channels) {
+        conv_step(row, ch, o);
+    }
+}
+
+// The fused conv step of channel ch of sequence b with new input v (see Math).
+fn conv_step(b: u32, ch: u32, v: f32) {
+    let k = params.conv_kernel;
+    let s = k - 1u;
+    let base = (b * params.conv_channels + ch) * s;
+    var acc = 0.0;
+    if ((params.flags & 8u) != 0u) {
+        acc = conv_b[ch];
+    }
+    for (var j = 0u; j < s; j++) {
+        acc += conv_w[ch * k + j] * conv_state[base + j];
+    }
+    acc += conv_w[ch * k + s] * v;
+    conv_out[b * params.conv_out_stride + ch] = acc / (1.0 + exp(-acc));
+    for (var j = 0u; j + 1u < s; j++) {
+        conv_state[base + j] = conv_state[base + j + 1u];
+    }
+    if (s > 0u) {
+        conv_state[base + s - 1u] = v;
+    }
 }
 
 fn store4(row: u32, col: u32, a: Acc4) {

@@ -9,7 +9,10 @@
 //! subgroup lanes (one load for 8 lanes' vec4s) or loaded by every lane (no optional feature). Needs `k % 8 == 0` and x offsets and strides that
 //! are multiples of 4 (x is read as vec4s); [`LinearTex::supports`] says whether a product
 //! qualifies, and the loader keeps other weights in storage buffers.
-//! See `shaders/linear_tex.wgsl`; CPU twin: `crate::reference::matmul`.
+//! With [`FLAG_CONV`] the decode step's causal conv (`conv1d_step`'s math) runs on the conv
+//! channels' outputs as they are written, so a Mamba block's in_proj and conv are one dispatch.
+//! See `shaders/linear_tex.wgsl`; CPU twins: `crate::reference::matmul` and
+//! `crate::reference::conv1d`.
 
 use std::sync::Arc;
 
@@ -24,6 +27,8 @@ pub const OUTPUTS_PER_GROUP: u32 = 256;
 pub const OUTPUTS_PER_NARROW_GROUP: u32 = 32;
 /// Rows of x one workgroup takes (`MB` in the shader).
 pub const ROWS_PER_GROUP: u32 = 16;
+/// Most taps the fused conv step takes (as `conv1d_step`).
+pub const MAX_CONV_KERNEL: u32 = 8;
 
 /// Mirrors `struct Params` in `shaders/linear_tex.wgsl`.
 #[repr(C)]
@@ -45,15 +50,35 @@ pub struct LinearTexParams {
     pub y_stride: u32,
     /// Element offset into bias.
     pub bias_offset: u32,
-    /// Bit 0: add bias. Bit 1: accumulate into y instead of overwriting.
+    /// Bit 0: add bias. Bit 1: accumulate into y instead of overwriting. Bit 2: conv step
+    /// ([`FLAG_CONV`]). Bit 3: conv bias ([`FLAG_CONV_BIAS`]).
     pub flags: u32,
     /// Rows of w per line (row) of the texture.
     pub rows_per_line: u32,
-    /// Padding to 48 bytes.
+    /// The page's first output column within the whole product (its row offset in w); the
+    /// conv step's channels are counted in the whole product's columns.
+    pub col_base: u32,
+    /// Conv step (flags bit 2): the first output column that is a conv channel.
+    pub conv_start: u32,
+    /// Conv step: channels (output columns `conv_start ..`).
+    pub conv_channels: u32,
+    /// Conv step: taps K, 1 to 8 (the state holds K - 1 inputs per channel).
+    pub conv_kernel: u32,
+    /// Conv step: elements between rows of the conv output.
+    pub conv_out_stride: u32,
+    /// Padding to 64 bytes.
     pub _pad0: u32,
-    /// Padding.
-    pub _pad1: u32,
 }
+
+/// Flags bit 0: add bias.
+pub const FLAG_BIAS: u32 = 1;
+/// Flags bit 1: accumulate into y.
+pub const FLAG_ACCUMULATE: u32 = 2;
+/// Flags bit 2: run the conv step on the conv channels' outputs (decode only: every row of x
+/// is one token of its own sequence).
+pub const FLAG_CONV: u32 = 4;
+/// Flags bit 3: the conv step adds its bias.
+pub const FLAG_CONV_BIAS: u32 = 8;
 
 /// What one dispatch binds.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +91,34 @@ pub struct LinearTexBindings<'a> {
     pub bias: &'a wgpu::Buffer,
     /// f32 output rows.
     pub y: &'a wgpu::Buffer,
+    /// The fused conv step's buffers (any buffers when [`FLAG_CONV`] is clear).
+    pub conv: ConvStepBindings<'a>,
+}
+
+/// The buffers of the conv step fused after the product, as `conv1d_step` binds them.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvStepBindings<'a> {
+    /// `[channels, K]` f32.
+    pub weight: &'a wgpu::Buffer,
+    /// `[channels]` f32 (read only with [`FLAG_CONV_BIAS`]).
+    pub bias: &'a wgpu::Buffer,
+    /// `[rows, channels, K - 1]` f32, read and shifted.
+    pub state: &'a wgpu::Buffer,
+    /// f32 output rows, `conv_out_stride` apart.
+    pub out: &'a wgpu::Buffer,
+}
+
+impl<'a> ConvStepBindings<'a> {
+    /// Placeholders for products without the conv step (untouched): `read` for the read-only
+    /// bindings, `rw` for the read-write ones (one buffer may not be both in a dispatch).
+    pub fn unused(read: &'a wgpu::Buffer, rw: &'a wgpu::Buffer) -> Self {
+        Self {
+            weight: read,
+            bias: read,
+            state: rw,
+            out: rw,
+        }
+    }
 }
 
 const BINDINGS_F32: &[BindingKind] = &[
@@ -74,6 +127,10 @@ const BINDINGS_F32: &[BindingKind] = &[
     BindingKind::TextureFloat,
     BindingKind::Storage,
     BindingKind::StorageRw,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::StorageRw,
 ];
 
 const BINDINGS_F16: &[BindingKind] = &[
@@ -81,6 +138,10 @@ const BINDINGS_F16: &[BindingKind] = &[
     BindingKind::Storage,
     BindingKind::TextureUint,
     BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
     BindingKind::StorageRw,
 ];
 
@@ -445,6 +506,12 @@ impl LinearTex {
         if params.rows_per_line == 0 {
             return Err(Error::Shape("linear_tex: rows_per_line is 0".into()));
         }
+        if params.flags & FLAG_CONV != 0 && !(1..=MAX_CONV_KERNEL).contains(&params.conv_kernel) {
+            return Err(Error::Shape(format!(
+                "linear_tex: conv step with {} taps (1 to {MAX_CONV_KERNEL})",
+                params.conv_kernel
+            )));
+        }
         Ok(())
     }
 
@@ -464,6 +531,10 @@ impl LinearTex {
                 wgpu::BindingResource::TextureView(b.w),
                 b.bias.as_entire_binding(),
                 b.y.as_entire_binding(),
+                b.conv.weight.as_entire_binding(),
+                b.conv.bias.as_entire_binding(),
+                b.conv.state.as_entire_binding(),
+                b.conv.out.as_entire_binding(),
             ],
             self.workgroups_fn()(params),
         )

@@ -20,7 +20,9 @@ use crate::kernels::embedding::{Embedding, EmbeddingBuffers, EmbeddingParams};
 use crate::kernels::gemv::Gemv;
 use crate::kernels::gemv_q4_0::{self, GemvQ4};
 use crate::kernels::gemv_q8_0::{self, GemvQ8};
-use crate::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
+use crate::kernels::linear_tex::{
+    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_CONV, FLAG_CONV_BIAS,
+};
 use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use crate::kernels::rmsnorm::{RmsNorm, RmsNormBuffers, RmsNormParams};
 use crate::kernels::sample::{Sample, SampleBuffers, SampleParams};
@@ -102,6 +104,9 @@ pub(crate) struct Lm {
     norm_f: GpuTensor,
     /// Bound where a kernel's optional input (a bias) is absent.
     pub dummy: wgpu::Buffer,
+    /// A second placeholder for read-write bindings that are not used (a buffer may not be
+    /// bound read-only and read-write in one dispatch).
+    pub dummy_rw: wgpu::Buffer,
     k: CommonKernels,
     pub mixer: Box<dyn Mixer>,
 }
@@ -303,6 +308,7 @@ impl Lm {
             sample: Sample::new(&ctx)?,
         };
         let dummy = ctx.storage_buffer("dummy", 4)?;
+        let dummy_rw = ctx.storage_buffer("dummy_rw", 4)?;
         ctx.wait()?;
         Ok(Self {
             ctx,
@@ -314,6 +320,7 @@ impl Lm {
             block_norms,
             norm_f,
             dummy,
+            dummy_rw,
             k,
             mixer,
         })
@@ -340,6 +347,38 @@ impl Lm {
         y_stride: u32,
         rows: RowsFn,
     ) -> Result<()> {
+        self.linear_conv(plan, r, x, x_stride, w, bias, y, y_stride, rows, None)
+    }
+
+    /// Whether a decode product over `w` can carry the conv step ([`Lm::linear_conv`]): every
+    /// page is a texture (the texture kernel has the epilogue; the buffer GEMVs do not).
+    pub fn can_fuse_conv(w: &PagedMatrix) -> bool {
+        w.pages
+            .iter()
+            .all(|p| matches!(p.storage, PageStorage::Texture { .. }))
+    }
+
+    /// [`Lm::linear`] with the one-token conv step fused after the product when `conv` is
+    /// given (decode plans only, every page a texture: see [`Lm::can_fuse_conv`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_conv(
+        &self,
+        plan: &mut Plan,
+        r: &Rec<'_>,
+        x: &wgpu::Buffer,
+        x_stride: u32,
+        w: &PagedMatrix,
+        bias: Option<&GpuTensor>,
+        y: &wgpu::Buffer,
+        y_stride: u32,
+        rows: RowsFn,
+        conv: Option<ConvFuse<'_>>,
+    ) -> Result<()> {
+        if conv.is_some() && !(r.decode && Self::can_fuse_conv(w)) {
+            return Err(Error::InvalidInput(
+                "the conv step fuses only into a decode product over texture pages".into(),
+            ));
+        }
         let ctx = &*self.ctx;
         // Q8_0 and Q4_0 have one kernel each, the dequantising GEMV, for decode and prefill
         // alike (it streams w once per 4 rows of x).
@@ -403,9 +442,10 @@ impl Lm {
                     ..
                 } => {
                     let rows_per_line = *rows_per_line as u32;
+                    let conv_p = conv.map(|c| c.params);
                     let tex_params = move |len: u32| {
                         let p = params(len);
-                        LinearTexParams {
+                        let mut t = LinearTexParams {
                             m: p.m,
                             n: p.n,
                             k: p.k,
@@ -416,8 +456,17 @@ impl Lm {
                             bias_offset: p.bias_offset,
                             flags: p.flags,
                             rows_per_line,
+                            col_base: col0,
                             ..Default::default()
+                        };
+                        if let Some(c) = conv_p {
+                            t.flags |= FLAG_CONV | if c.has_bias { FLAG_CONV_BIAS } else { 0 };
+                            t.conv_start = c.start;
+                            t.conv_channels = c.channels;
+                            t.conv_kernel = c.kernel;
+                            t.conv_out_stride = c.out_stride;
                         }
+                        t
                     };
                     // Offsets for every length are multiples of the stride, so checking the
                     // capacity's and one token's covers the plan.
@@ -428,6 +477,9 @@ impl Lm {
                         w: view,
                         bias: bias_buf,
                         y,
+                        conv: conv
+                            .map(|c| c.bufs)
+                            .unwrap_or(ConvStepBindings::unused(&self.dummy, &self.dummy_rw)),
                     };
                     plan.push(r.cap, tex_params, tex.workgroups_fn(), |p| {
                         tex.bind(ctx, p, b)
@@ -442,6 +494,31 @@ impl Lm {
     pub fn all_rows(batch: u32) -> RowsFn {
         Arc::new(move |len| (batch * len, 0, 0))
     }
+}
+
+/// Where the conv step fused into a decode product reads and writes (see
+/// [`Lm::linear_conv`] and `shaders/linear_tex.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub struct ConvFuse<'a> {
+    /// Taps, channels and where they sit among the product's output columns.
+    pub params: ConvFuseParams,
+    /// Conv weight, bias, state and output.
+    pub bufs: ConvStepBindings<'a>,
+}
+
+/// The numbers of a [`ConvFuse`].
+#[derive(Clone, Copy, Debug)]
+pub struct ConvFuseParams {
+    /// The first output column that is a conv channel.
+    pub start: u32,
+    /// Conv channels.
+    pub channels: u32,
+    /// Taps K.
+    pub kernel: u32,
+    /// Elements between rows (sequences) of the conv output.
+    pub out_stride: u32,
+    /// Whether the conv has a bias.
+    pub has_bias: bool,
 }
 
 /// How a session is sized.

@@ -19,6 +19,7 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use crate::kernels::conv1d_step::Conv1dStep;
+use crate::kernels::linear_tex::ConvStepBindings;
 use crate::kernels::selective_scan::{
     pack_ssm, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
@@ -26,8 +27,8 @@ use crate::kernels::selective_state_update::SelectiveStateUpdate;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
 use crate::model::lm::{
-    matrix, matrix_from_values, mixer_io_shapes, shell_shapes, vector, Lm, LmDims, Mixer, Rec,
-    Session, SessionOptions,
+    matrix, matrix_from_values, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams,
+    Lm, LmDims, Mixer, Rec, Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -265,7 +266,27 @@ impl Mixer for Mamba1Mixer {
         let a = r.acts;
         let all = Lm::all_rows(b);
 
-        lm.linear(
+        let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
+        let conv_bias = l.conv_b.as_ref().map(|t| &t.buffer).unwrap_or(&lm.dummy);
+        // Decoding over texture weights, the conv step runs in in_proj's epilogue (each x
+        // channel's output is its conv input): one dispatch fewer per layer.
+        let fuse_conv = r.decode && Lm::can_fuse_conv(&l.in_proj);
+        let conv = fuse_conv.then_some(ConvFuse {
+            params: ConvFuseParams {
+                start: 0,
+                channels: e,
+                kernel,
+                out_stride: e,
+                has_bias: has_bias != 0,
+            },
+            bufs: ConvStepBindings {
+                weight: &l.conv_w.buffer,
+                bias: conv_bias,
+                state: &r.states[0],
+                out: &a[XC],
+            },
+        });
+        lm.linear_conv(
             plan,
             r,
             r.normed,
@@ -275,8 +296,8 @@ impl Mixer for Mamba1Mixer {
             &a[XZ],
             2 * e,
             all.clone(),
+            conv,
         )?;
-        let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
         let conv_params = move |len| Conv1dParams {
             batch: b,
             len,
@@ -290,11 +311,13 @@ impl Mixer for Mamba1Mixer {
         let conv_bufs = Conv1dBuffers {
             x: &a[XZ],
             weight: &l.conv_w.buffer,
-            bias: l.conv_b.as_ref().map(|t| &t.buffer).unwrap_or(&lm.dummy),
+            bias: conv_bias,
             state: &r.states[0],
             out: &a[XC],
         };
-        if r.decode {
+        if fuse_conv {
+            // Done in in_proj.
+        } else if r.decode {
             plan.push(cap, conv_params, Conv1dStep::workgroups, |p| {
                 self.conv1d_step.bind(ctx, p, conv_bufs)
             });

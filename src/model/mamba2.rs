@@ -20,6 +20,7 @@ use crate::context::GpuContext;
 use crate::error::Result;
 use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use crate::kernels::conv1d_step::Conv1dStep;
+use crate::kernels::linear_tex::ConvStepBindings;
 use crate::kernels::rmsnorm_gated::{self, RmsnormGated, RmsnormGatedBuffers, RmsnormGatedParams};
 use crate::kernels::ssd_chunk_cumsum::{
     SsdChunkCumsum, SsdChunkCumsumBuffers, SsdChunkCumsumParams,
@@ -36,7 +37,8 @@ use crate::kernels::ssd_state_update::{
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba2Config};
 use crate::model::lm::{
-    matrix, mixer_io_shapes, shell_shapes, vector, Lm, LmDims, Mixer, Rec, Session, SessionOptions,
+    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams, Lm, LmDims, Mixer,
+    Rec, Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -297,7 +299,27 @@ impl Mixer for Mamba2Mixer {
         // Columns of the conv output: x at 0, B at e, C at e + G·N.
         let (b_col, c_col) = (e, e + g * n);
 
-        lm.linear(
+        let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
+        let conv_bias = l.conv_b.as_ref().map(|t| &t.buffer).unwrap_or(&lm.dummy);
+        // Decoding over texture weights, the conv step over xBC runs in in_proj's epilogue:
+        // one dispatch fewer per layer.
+        let fuse_conv = r.decode && Lm::can_fuse_conv(&l.in_proj);
+        let conv = fuse_conv.then_some(ConvFuse {
+            params: ConvFuseParams {
+                start: e,
+                channels: conv_dim,
+                kernel,
+                out_stride: conv_dim,
+                has_bias: has_bias != 0,
+            },
+            bufs: ConvStepBindings {
+                weight: &l.conv_w.buffer,
+                bias: conv_bias,
+                state: &r.states[0],
+                out: &a[XBC],
+            },
+        });
+        lm.linear_conv(
             plan,
             r,
             r.normed,
@@ -307,8 +329,8 @@ impl Mixer for Mamba2Mixer {
             &a[ZX],
             w,
             all.clone(),
+            conv,
         )?;
-        let (kernel, has_bias) = (c.d_conv as u32, l.conv_b.is_some() as u32);
         let conv_params = move |len| Conv1dParams {
             batch: b,
             len,
@@ -322,7 +344,7 @@ impl Mixer for Mamba2Mixer {
         let conv_bufs = Conv1dBuffers {
             x: &a[ZX],
             weight: &l.conv_w.buffer,
-            bias: l.conv_b.as_ref().map(|t| &t.buffer).unwrap_or(&lm.dummy),
+            bias: conv_bias,
             state: &r.states[0],
             out: &a[XBC],
         };
@@ -344,7 +366,9 @@ impl Mixer for Mamba2Mixer {
             dt_max,
             ..Default::default()
         };
-        if r.decode {
+        if fuse_conv {
+            // Done in in_proj.
+        } else if r.decode {
             plan.push(cap, conv_params, Conv1dStep::workgroups, |p| {
                 k.conv1d_step.bind(ctx, p, conv_bufs)
             });

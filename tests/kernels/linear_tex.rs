@@ -10,7 +10,9 @@
 //! several rows per line, rows filling lines exactly and not, and several pages (a context whose
 //! texture dimension limit is tiny).
 
-use mamba_wgpu::kernels::linear_tex::{LinearTex, LinearTexBindings, LinearTexParams};
+use mamba_wgpu::kernels::linear_tex::{
+    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_CONV, FLAG_CONV_BIAS,
+};
 use mamba_wgpu::kernels::{run, Dispatch};
 use mamba_wgpu::reference::matmul::{linear, round_to_f16, write_rows};
 use mamba_wgpu::tensor::{pack_f16_texels, PageStorage, PagedMatrix, WeightDtype, WeightStorage};
@@ -125,6 +127,7 @@ fn check_variant(
 
     let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
     let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
+    let unused_rw = up(&[0.0]);
     let kernel = LinearTex::variant(gpu, dtype, native, subgroup, narrow).unwrap();
     let dispatches: Vec<Dispatch> = pm
         .pages
@@ -160,6 +163,7 @@ fn check_variant(
                     w: view,
                     bias: &bias_b,
                     y: &y_b,
+                    conv: ConvStepBindings::unused(&x_b, &unused_rw),
                 },
             )
         })
@@ -292,6 +296,7 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
                 w: view,
                 bias: &x_b,
                 y: &y_b,
+                conv: ConvStepBindings::unused(&x_b, &zeros(1)),
             },
         );
     run(ctx(), &[&d]).unwrap();
@@ -427,4 +432,185 @@ fn texture_workgroups_fold_past_65535_rows_of_x() {
     let one = LinearTexParams { m: 1, n: 80, ..p };
     assert_eq!(LinearTex::workgroups_narrow(&one), [3, 1, 1]);
     assert_eq!(LinearTex::workgroups(&one), [1, 1, 1]);
+}
+
+/// The conv step fused after the product (decode): `m` sequences of one token, the product's
+/// columns `start .. start + channels` fed to a K-tap conv whose state and output are checked
+/// against `reference::conv1d` with `len` = 1, run on the twin's product. Every page of `w`
+/// is one dispatch with its own `col_base`, as the model records it.
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    gpu: &GpuContext,
+    dtype: WeightDtype,
+    subgroup: bool,
+    narrow: bool,
+    (m, n, k): (usize, usize, usize),
+    (start, channels, kernel): (usize, usize, usize),
+    with_bias: bool,
+) -> usize {
+    let what = format!(
+        "conv {dtype:?} subgroup {subgroup} narrow {narrow} m {m} n {n} k {k} start {start} channels {channels} K {kernel} bias {with_bias}"
+    );
+    let seed = (m * 7919 + n * 104_729 + k * 31 + start * 7 + channels + kernel) as u64;
+    let x = rand_vec(seed, m * k, -1.0, 1.0);
+    let w = rand_vec(seed + 1, n * k, -1.0, 1.0);
+    let cw = rand_vec(seed + 2, channels * kernel, -0.5, 0.5);
+    let cb = rand_vec(seed + 3, channels, -0.5, 0.5);
+    let state0 = rand_vec(seed + 4, m * channels * (kernel - 1), -1.0, 1.0);
+    let pm =
+        PagedMatrix::from_slice_stored(gpu, "w", &w, n, k, dtype, WeightStorage::Texture).unwrap();
+    assert!(pm.is_texture(), "{what}: expected texture pages");
+    let w_eff = match dtype {
+        WeightDtype::F16 => round_to_f16(&w),
+        _ => w.clone(),
+    };
+    let prod = linear(&x, 0, k, m, &w_eff, n, k, None);
+    // The conv's input of sequence b is the product's row b, columns start .. start + channels.
+    let u: Vec<f32> = (0..m)
+        .flat_map(|b| prod[b * n + start..][..channels].to_vec())
+        .collect();
+    let mut want_state = state0.clone();
+    let want_out = mamba_wgpu::reference::conv1d::conv1d(
+        &u,
+        &cw,
+        with_bias.then_some(&cb[..]),
+        &mut want_state,
+        mamba_wgpu::reference::conv1d::Conv1dShape {
+            batch: m,
+            len: 1,
+            channels,
+            kernel,
+        },
+    );
+
+    let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+    let (x_b, y_b, cw_b, cb_b) = (up(&x), up(&vec![0.0; m * n]), up(&cw), up(&cb));
+    let (state_b, out_b) = (up(&state0), up(&vec![f32::NAN; m * channels + 3]));
+    let kernel_tex = LinearTex::variant(gpu, dtype, false, subgroup, narrow).unwrap();
+    let dispatches: Vec<Dispatch> = pm
+        .pages
+        .iter()
+        .map(|p| {
+            let PageStorage::Texture {
+                view,
+                rows_per_line,
+                ..
+            } = &p.storage
+            else {
+                panic!("buffer page");
+            };
+            let params = LinearTexParams {
+                m: m as u32,
+                n: p.rows as u32,
+                k: k as u32,
+                x_stride: k as u32,
+                y_offset: p.row_start as u32,
+                y_stride: n as u32,
+                flags: FLAG_CONV | if with_bias { FLAG_CONV_BIAS } else { 0 },
+                rows_per_line: *rows_per_line as u32,
+                col_base: p.row_start as u32,
+                conv_start: start as u32,
+                conv_channels: channels as u32,
+                conv_kernel: kernel as u32,
+                conv_out_stride: channels as u32,
+                ..Default::default()
+            };
+            LinearTex::check(&params).unwrap();
+            kernel_tex.bind(
+                gpu,
+                &params,
+                LinearTexBindings {
+                    x: &x_b,
+                    w: view,
+                    bias: &x_b,
+                    y: &y_b,
+                    conv: ConvStepBindings {
+                        weight: &cw_b,
+                        bias: &cb_b,
+                        state: &state_b,
+                        out: &out_b,
+                    },
+                },
+            )
+        })
+        .collect();
+    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
+    let tol = 1e-6 * k as f32;
+    assert_close(
+        &format!("{what}: product"),
+        &gpu.read_buffer::<f32>(&y_b, 0, m * n).unwrap(),
+        &prod,
+        tol,
+        1e-5,
+    );
+    // The conv sums K products of values within the product's tolerance.
+    let got_out: Vec<f32> = gpu.read_buffer(&out_b, 0, m * channels + 3).unwrap();
+    assert_close(
+        &format!("{what}: conv out"),
+        &got_out[..m * channels],
+        &want_out,
+        tol * kernel as f32,
+        1e-5,
+    );
+    assert!(
+        got_out[m * channels..].iter().all(|v| v.is_nan()),
+        "{what}: wrote past the output"
+    );
+    assert_close(
+        &format!("{what}: conv state"),
+        &gpu.read_buffer::<f32>(&state_b, 0, state0.len()).unwrap(),
+        &want_state,
+        tol,
+        1e-5,
+    );
+    pm.pages.len()
+}
+
+#[test]
+fn conv_step_fuses_after_the_product() {
+    // Mamba-1's layout (x channels first), Mamba-2's (channels after a z block, and a dt
+    // block after them), one sequence and several, K of 4, 2 and 1, with and without bias,
+    // channel counts that are not multiples of 4 or of a workgroup's 32 outputs.
+    let cases = [
+        ((1, 96, 24), (0, 48, 4), true),
+        ((3, 70, 16), (0, 35, 4), false),
+        ((2, 100, 32), (20, 61, 4), true),
+        ((1, 40, 8), (8, 30, 2), true),
+        ((4, 33, 8), (1, 31, 1), false),
+    ];
+    for (i, &(shape, conv, bias)) in cases.iter().enumerate() {
+        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+            let narrow = i % 2 == 0;
+            if ctx().features().subgroup {
+                check_conv(ctx(), dtype, true, narrow, shape, conv, bias);
+            }
+            check_conv(ctx(), dtype, false, !narrow, shape, conv, bias);
+        }
+    }
+    // Several texture pages (a 16-texel limit: 2 f32 rows of k = 24 per line, 32 per page),
+    // the conv channels straddling the page boundaries.
+    let small = GpuContext::with_options(&ContextOptions {
+        texture_dimension_limit: Some(16),
+        ..Default::default()
+    })
+    .unwrap();
+    let pages = check_conv(
+        &small,
+        WeightDtype::F32,
+        false,
+        true,
+        (2, 90, 24),
+        (10, 70, 4),
+        true,
+    );
+    assert_eq!(pages, 3);
+    // More than 8 taps is refused.
+    let bad = LinearTexParams {
+        k: 8,
+        rows_per_line: 1,
+        flags: FLAG_CONV,
+        conv_kernel: 9,
+        ..Default::default()
+    };
+    assert!(matches!(LinearTex::check(&bad), Err(Error::Shape(_))));
 }
