@@ -414,6 +414,7 @@ fn benches(c: &mut Criterion) {
                     bias: &xm,
                     y: &ym,
                     conv: ConvStepBindings::unused(&xm, &unused_rw),
+                    norm: &xm,
                 },
             );
             let tp = if m == 1 {

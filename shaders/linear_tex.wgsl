@@ -8,7 +8,8 @@
 //           (flags bit 2; any buffers otherwise, untouched), laid out as in
 //           mamba_wgpu.conv1d_step: 5 conv weight f32 [channels, K] (read); 6 conv bias f32
 //           [channels] (read; untouched unless flags bit 3); 7 conv state f32
-//           [rows, channels, K - 1] (read_write); 8 conv out f32 (read_write).
+//           [rows, channels, K - 1] (read_write); 8 conv out f32 (read_write); 9 the RMSNorm
+//           weight f32 [k] as vec4s (flags bit 4; any buffer of 16 bytes or more otherwise).
 // Headers:  two Rust-side headers come before this file (src/kernels/linear_tex.rs).
 //           The weight header declares binding 2 and w_block: row r of the page starts at
 //           texel ((r % rows_per_line) · tpr, r / rows_per_line), tpr = w_texels_per_row(k)
@@ -23,10 +24,10 @@
 //           takes the others' by subgroupBroadcast/subgroupShuffle (share8, shuffle), so one
 //           load instruction brings 8 vec4s; without, every lane loads all of x itself.
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
-//           bias, bit 1: accumulate into y, bit 2: conv step, bit 3: conv bias);
-//           rows_per_line; col_base (the page's first output column of the whole product);
-//           conv_start, conv_channels, conv_kernel, conv_out_stride; 1 word of padding
-//           (64 bytes).
+//           bias, bit 1: accumulate into y, bit 2: conv step, bit 3: conv bias, bit 4:
+//           RMSNorm of x in front, m = 1 only); rows_per_line; col_base (the page's first
+//           output column of the whole product); conv_start, conv_channels, conv_kernel,
+//           conv_out_stride; norm_eps (f32) (64 bytes).
 //           Preconditions the Rust side checks: k a multiple of 8; x_offset and x_stride
 //           multiples of 4 (x is read as vec4s).
 // Geometry: WG invocations per workgroup, WG declared by a third (size) header: 64 (wide, for GPUs)
@@ -43,6 +44,10 @@
 //                 + Σ_{i<k} x[x_offset + row·x_stride + i] · w(col, i)
 //                 + (flags & 1 ? bias[bias_offset + col] : 0)
 //           summed in f32, 8 columns at a time in increasing k: (Σ + bias) + y_old.
+//           RMSNorm in front (one row): x is replaced by x · g / rms(x) with g the norm
+//           weight and rms(x) = sqrt(Σ_i x_i² / k + norm_eps), computed as
+//           (Σ_i w(col, i) · x_i · g_i) / rms(x): the decode step's block norm without a
+//           dispatch of its own.
 //           Conv step (decode: each row of x is one token of sequence `row`): for an output
 //           column c = col_base + col with conv_start <= c < conv_start + channels, channel
 //           ch = c - conv_start takes the value v just written as its new input:
@@ -79,7 +84,7 @@ struct Params {
     conv_channels: u32,
     conv_kernel: u32,
     conv_out_stride: u32,
-    _pad0: u32,
+    norm_eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -91,6 +96,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read> conv_b: array<f32>;
 @group(0) @binding(7) var<storage, read_write> conv_state: array<f32>;
 @group(0) @binding(8) var<storage, read_write> conv_out: array<f32>;
+@group(0) @binding(9) var<storage, read> norm_w: array<vec4<f32>>;
 
 // Outputs (rows of w) per invocation, and rows of x per workgroup when m > 1.
 const NW: u32 = 4u;
@@ -236,10 +242,22 @@ fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
         let vecs = 2u * blocks;
         // acc[j]: w row n0 + j. Four blocks at a time: shared, lane l holds vec4 l of them.
         var acc = vec4<f32>(0.0);
+        // RMSNorm in front (flags bit 4): ss sums the squares of the x values this lane
+        // loaded (shared: its own vec4s; otherwise all of them), and x is scaled by the norm
+        // weight as it is loaded; the sums are scaled by 1/rms at the end.
+        let norm = (params.flags & 16u) != 0u;
+        var ss = 0.0;
         for (var i0 = 0u; i0 < blocks; i0 += 4u) {
             var mine = vec4<f32>(0.0);
             if (share) {
-                mine = x[xb + min(2u * i0 + lane, vecs - 1u)];
+                let v = 2u * i0 + lane;
+                mine = x[xb + min(v, vecs - 1u)];
+                if (norm) {
+                    if (v < vecs) {
+                        ss += dot(mine, mine);
+                    }
+                    mine *= norm_w[min(v, vecs - 1u)];
+                }
             }
             for (var j = 0u; j < 4u; j++) {
                 let i = i0 + j;
@@ -252,11 +270,19 @@ fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
                     } else {
                         xl = x[xb + 2u * i];
                         xh = x[xb + 2u * i + 1u];
+                        if (norm) {
+                            ss += dot(xl, xl) + dot(xh, xh);
+                            xl *= norm_w[2u * i];
+                            xh *= norm_w[2u * i + 1u];
+                        }
                     }
                     acc += vec4<f32>(w_dot8(o0, i, xl, xh), w_dot8(o1, i, xl, xh),
                                      w_dot8(o2, i, xl, xh), w_dot8(o3, i, xl, xh));
                 }
             }
+        }
+        if (norm) {
+            acc *= inverseSqrt(sum8(ss, share) / f32(params.k) + params.norm_eps);
         }
         for (var j = 0u; j < NW; j++) {
             store(m0, n0 + j, acc[j]);

@@ -358,38 +358,29 @@ pub fn write_chrome_trace(path: &Path, profiles: &[&Profile]) -> Result<()> {
     })
 }
 
-/// Whether a dispatch label is the pre-norm of a block or the final norm (either workgroup
-/// size of `rmsnorm`).
-fn is_block_norm(label: &str) -> bool {
-    label == crate::kernels::rmsnorm::INFO.label
-        || label == crate::kernels::rmsnorm::INFO_NARROW.label
-}
-
-/// Which section each step of a forward belongs to. A block starts with its pre-norm, the one
-/// `rmsnorm` dispatch of it (Mamba-2's inner norm is `rmsnorm_gated`), and the final norm
-/// starts the head; so with `n_layer + 1` norms the steps before the first are the embedding,
-/// and the `sample` steps follow the head. Any other count gives `Forward` for all.
-pub(crate) fn sections(labels: &[&str], n_layer: usize, n_sample: usize) -> Vec<Section> {
-    let n_main = labels.len() - n_sample;
-    let norms = labels[..n_main].iter().filter(|l| is_block_norm(l)).count();
-    let mut seen = 0;
-    labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
+/// Which section each of `n_steps` steps of a forward belongs to, from the plan's marks
+/// (`Plan::mark`): the step index where each of the `n_layer` blocks starts, then where the
+/// head starts (its final norm). Steps before the first mark are the embedding; the last
+/// `n_sample` steps are the sampler. Marks of another count give `Forward` for the rest.
+pub(crate) fn sections(
+    n_steps: usize,
+    marks: &[usize],
+    n_layer: usize,
+    n_sample: usize,
+) -> Vec<Section> {
+    let n_main = n_steps - n_sample;
+    (0..n_steps)
+        .map(|i| {
             if i >= n_main {
                 return Section::Sample;
             }
-            if norms != n_layer + 1 {
+            if marks.len() != n_layer + 1 {
                 return Section::Forward;
             }
-            if is_block_norm(l) {
-                seen += 1;
-            }
-            match seen {
-                0 => Section::Embedding,
-                s if s <= n_layer => Section::Layer(s - 1),
-                _ => Section::Head,
+            match marks.iter().rposition(|&m| m <= i) {
+                None => Section::Embedding,
+                Some(j) if j < n_layer => Section::Layer(j),
+                Some(_) => Section::Head,
             }
         })
         .collect()

@@ -66,8 +66,8 @@ pub struct LinearTexParams {
     pub conv_kernel: u32,
     /// Conv step: elements between rows of the conv output.
     pub conv_out_stride: u32,
-    /// Padding to 64 bytes.
-    pub _pad0: u32,
+    /// RMSNorm in front ([`FLAG_NORM`]): epsilon inside the square root.
+    pub norm_eps: f32,
 }
 
 /// Flags bit 0: add bias.
@@ -79,6 +79,8 @@ pub const FLAG_ACCUMULATE: u32 = 2;
 pub const FLAG_CONV: u32 = 4;
 /// Flags bit 3: the conv step adds its bias.
 pub const FLAG_CONV_BIAS: u32 = 8;
+/// Flags bit 4: RMSNorm x in front of the product (one row of x only: `m` = 1).
+pub const FLAG_NORM: u32 = 16;
 
 /// What one dispatch binds.
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +95,9 @@ pub struct LinearTexBindings<'a> {
     pub y: &'a wgpu::Buffer,
     /// The fused conv step's buffers (any buffers when [`FLAG_CONV`] is clear).
     pub conv: ConvStepBindings<'a>,
+    /// The RMSNorm weight, `[k]` f32 (with [`FLAG_NORM`]; otherwise any buffer of at least
+    /// 16 bytes).
+    pub norm: &'a wgpu::Buffer,
 }
 
 /// The buffers of the conv step fused after the product, as `conv1d_step` binds them.
@@ -131,6 +136,7 @@ const BINDINGS_F32: &[BindingKind] = &[
     BindingKind::Storage,
     BindingKind::StorageRw,
     BindingKind::StorageRw,
+    BindingKind::Storage,
 ];
 
 const BINDINGS_F16: &[BindingKind] = &[
@@ -143,6 +149,7 @@ const BINDINGS_F16: &[BindingKind] = &[
     BindingKind::Storage,
     BindingKind::StorageRw,
     BindingKind::StorageRw,
+    BindingKind::Storage,
 ];
 
 // The weight headers: binding 2 and `w_block` for each texture format.
@@ -218,6 +225,8 @@ macro_rules! plain_lanes {
         "// Lanes: every invocation loads all of x itself (no subgroup operations).
 fn share8(v: vec4<f32>) -> X8 { return X8(v, v, v, v, v, v, v, v); }
 fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return v; }
+// Every lane has summed all of x itself.
+fn sum8(v: f32, share: bool) -> f32 { return v; }
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -238,6 +247,15 @@ fn share8(v: vec4<f32>) -> X8 {
               subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
 fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return subgroupShuffle(v, j); }
+// The sum over the 8 lanes that shared x (lanes l ^ 1, l ^ 2, l ^ 4 of each group of 8).
+fn sum8(v: f32, share: bool) -> f32 {
+    if (!share) {
+        return v;
+    }
+    var s = v + subgroupShuffleXor(v, 1u);
+    s += subgroupShuffleXor(s, 2u);
+    return s + subgroupShuffleXor(s, 4u);
+}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
@@ -506,6 +524,12 @@ impl LinearTex {
         if params.rows_per_line == 0 {
             return Err(Error::Shape("linear_tex: rows_per_line is 0".into()));
         }
+        if params.flags & FLAG_NORM != 0 && params.m != 1 {
+            return Err(Error::Shape(format!(
+                "linear_tex: the fused RMSNorm takes one row of x, got {}",
+                params.m
+            )));
+        }
         if params.flags & FLAG_CONV != 0 && !(1..=MAX_CONV_KERNEL).contains(&params.conv_kernel) {
             return Err(Error::Shape(format!(
                 "linear_tex: conv step with {} taps (1 to {MAX_CONV_KERNEL})",
@@ -535,6 +559,7 @@ impl LinearTex {
                 b.conv.bias.as_entire_binding(),
                 b.conv.state.as_entire_binding(),
                 b.conv.out.as_entire_binding(),
+                b.norm.as_entire_binding(),
             ],
             self.workgroups_fn()(params),
         )

@@ -22,6 +22,7 @@ use crate::kernels::gemv_q4_0::{self, GemvQ4};
 use crate::kernels::gemv_q8_0::{self, GemvQ8};
 use crate::kernels::linear_tex::{
     ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_CONV, FLAG_CONV_BIAS,
+    FLAG_NORM,
 };
 use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use crate::kernels::rmsnorm::{RmsNorm, RmsNormBuffers, RmsNormParams};
@@ -55,6 +56,12 @@ pub(crate) struct Rec<'a> {
     pub acts: &'a [wgpu::Buffer],
     /// This layer's state buffers, as sized by [`Mixer::state_lens`].
     pub states: &'a [wgpu::Buffer],
+    /// Decoding one sequence over texture weights, the block's RMSNorm runs inside in_proj:
+    /// `normed` is then the residual itself and in_proj must apply this norm to it.
+    pub norm: Option<NormFuse<'a>>,
+    /// out_proj adds into `mix` (the residual) instead of writing it (with `norm`: no norm
+    /// dispatch is left to add it).
+    pub accumulate_mix: bool,
 }
 
 /// One model family's mixer: its weights, buffers and dispatches.
@@ -71,6 +78,8 @@ pub(crate) trait Mixer: Send + Sync {
     fn weight_bytes(&self) -> u64;
     /// Records layer `i`'s mixer.
     fn record(&self, lm: &Lm, plan: &mut Plan, i: usize, r: &Rec<'_>) -> Result<()>;
+    /// Layer `i`'s in_proj, the product that can take the block's norm (see [`Rec::norm`]).
+    fn in_proj(&self, i: usize) -> &PagedMatrix;
 }
 
 pub(crate) struct CommonKernels {
@@ -347,21 +356,34 @@ impl Lm {
         y_stride: u32,
         rows: RowsFn,
     ) -> Result<()> {
-        self.linear_conv(plan, r, x, x_stride, w, bias, y, y_stride, rows, None)
+        self.linear_fused(
+            plan,
+            r,
+            x,
+            x_stride,
+            w,
+            bias,
+            y,
+            y_stride,
+            rows,
+            Fuse::default(),
+        )
     }
 
-    /// Whether a decode product over `w` can carry the conv step ([`Lm::linear_conv`]): every
-    /// page is a texture (the texture kernel has the epilogue; the buffer GEMVs do not).
+    /// Whether a decode product over `w` can carry the conv step or the norm
+    /// ([`Lm::linear_fused`]): every page is a texture (the texture kernel has them; the
+    /// buffer GEMVs do not).
     pub fn can_fuse_conv(w: &PagedMatrix) -> bool {
         w.pages
             .iter()
             .all(|p| matches!(p.storage, PageStorage::Texture { .. }))
     }
 
-    /// [`Lm::linear`] with the one-token conv step fused after the product when `conv` is
-    /// given (decode plans only, every page a texture: see [`Lm::can_fuse_conv`]).
+    /// [`Lm::linear`] with what `fuse` asks: the one-token conv step after the product and
+    /// the block's RMSNorm in front of it (decode plans only, every page a texture: see
+    /// [`Lm::can_fuse_conv`]; the norm for one sequence only), and accumulating into `y`.
     #[allow(clippy::too_many_arguments)]
-    pub fn linear_conv(
+    pub fn linear_fused(
         &self,
         plan: &mut Plan,
         r: &Rec<'_>,
@@ -372,11 +394,13 @@ impl Lm {
         y: &wgpu::Buffer,
         y_stride: u32,
         rows: RowsFn,
-        conv: Option<ConvFuse<'_>>,
+        fuse: Fuse<'_>,
     ) -> Result<()> {
-        if conv.is_some() && !(r.decode && Self::can_fuse_conv(w)) {
+        let conv = fuse.conv;
+        if (conv.is_some() || fuse.norm.is_some()) && !(r.decode && Self::can_fuse_conv(w)) {
             return Err(Error::InvalidInput(
-                "the conv step fuses only into a decode product over texture pages".into(),
+                "the conv step and the norm fuse only into a decode product over texture pages"
+                    .into(),
             ));
         }
         let ctx = &*self.ctx;
@@ -395,7 +419,7 @@ impl Lm {
         let bias_buf = bias.map(|t| &t.buffer).unwrap_or(&self.dummy);
         for page in &w.pages {
             let (n_rows, col0, k) = (page.rows as u32, page.row_start as u32, w.cols as u32);
-            let flags = bias.is_some() as u32;
+            let flags = bias.is_some() as u32 | if fuse.accumulate { 2 } else { 0 };
             let rows = rows.clone();
             let params = move |len: u32| {
                 let (m, x_offset, xs) = rows(len);
@@ -443,6 +467,7 @@ impl Lm {
                 } => {
                     let rows_per_line = *rows_per_line as u32;
                     let conv_p = conv.map(|c| c.params);
+                    let norm_eps = fuse.norm.map(|n| n.eps);
                     let tex_params = move |len: u32| {
                         let p = params(len);
                         let mut t = LinearTexParams {
@@ -459,6 +484,10 @@ impl Lm {
                             col_base: col0,
                             ..Default::default()
                         };
+                        if let Some(eps) = norm_eps {
+                            t.flags |= FLAG_NORM;
+                            t.norm_eps = eps;
+                        }
                         if let Some(c) = conv_p {
                             t.flags |= FLAG_CONV | if c.has_bias { FLAG_CONV_BIAS } else { 0 };
                             t.conv_start = c.start;
@@ -480,6 +509,7 @@ impl Lm {
                         conv: conv
                             .map(|c| c.bufs)
                             .unwrap_or(ConvStepBindings::unused(&self.dummy, &self.dummy_rw)),
+                        norm: fuse.norm.map(|n| n.weight).unwrap_or(&self.dummy),
                     };
                     plan.push(r.cap, tex_params, tex.workgroups_fn(), |p| {
                         tex.bind(ctx, p, b)
@@ -496,8 +526,28 @@ impl Lm {
     }
 }
 
+/// What a product carries besides itself ([`Lm::linear_fused`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fuse<'a> {
+    /// The one-token conv step on the conv channels' outputs.
+    pub conv: Option<ConvFuse<'a>>,
+    /// The block's RMSNorm of x in front.
+    pub norm: Option<NormFuse<'a>>,
+    /// Add the product to `y` (the residual) instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// The RMSNorm a decode product applies to its x (see `shaders/linear_tex.wgsl`).
+#[derive(Clone, Copy, Debug)]
+pub struct NormFuse<'a> {
+    /// The norm weight, `[d_model]` f32.
+    pub weight: &'a wgpu::Buffer,
+    /// Epsilon inside the square root.
+    pub eps: f32,
+}
+
 /// Where the conv step fused into a decode product reads and writes (see
-/// [`Lm::linear_conv`] and `shaders/linear_tex.wgsl`).
+/// [`Lm::linear_fused`] and `shaders/linear_tex.wgsl`).
 #[derive(Clone, Copy, Debug)]
 pub struct ConvFuse<'a> {
     /// Taps, channels and where they sit among the product's output columns.
@@ -743,20 +793,35 @@ impl Session {
                 },
             );
         };
+        // Decoding one sequence with every in_proj in textures, each block's norm runs inside
+        // its in_proj (on the residual) and out_proj adds into the residual: the norm
+        // dispatches (and their residual adds) go, but for the final one.
+        let fuse_norm = decode
+            && b == 1
+            && (0..m.mixer.n_layer()).all(|i| Lm::can_fuse_conv(m.mixer.in_proj(i)));
         for i in 0..m.mixer.n_layer() {
-            norm(&mut plan, &m.block_norms[i], (i > 0) as u32);
+            plan.mark();
+            if !fuse_norm {
+                norm(&mut plan, &m.block_norms[i], (i > 0) as u32);
+            }
             let r = Rec {
                 decode,
                 cap,
                 batch: b,
-                normed: &a.normed,
-                mix: &a.mix,
+                normed: if fuse_norm { &a.hidden } else { &a.normed },
+                mix: if fuse_norm { &a.hidden } else { &a.mix },
                 acts: &a.mixer,
                 states: &self.states[i],
+                norm: fuse_norm.then_some(NormFuse {
+                    weight: &m.block_norms[i].buffer,
+                    eps,
+                }),
+                accumulate_mix: fuse_norm,
             };
             m.mixer.record(m, &mut plan, i, &r)?;
         }
-        norm(&mut plan, &m.norm_f, 1);
+        plan.mark();
+        norm(&mut plan, &m.norm_f, (!fuse_norm) as u32);
         let head = m.lm_head.as_ref().unwrap_or(&m.embedding);
         let rows: RowsFn = if self.all_logits && !decode {
             Lm::all_rows(b)
@@ -772,6 +837,8 @@ impl Session {
             mix: &a.mix,
             acts: &[],
             states: &[],
+            norm: None,
+            accumulate_mix: false,
         };
         m.linear(
             &mut plan,
@@ -992,8 +1059,12 @@ impl Session {
         if sample {
             steps.extend(sampler.steps());
         }
-        let labels: Vec<&str> = steps.iter().map(|(d, _)| d.label()).collect();
-        let sections = profile::sections(&labels, self.m.mixer.n_layer(), steps.len() - n_main);
+        let sections = profile::sections(
+            steps.len(),
+            plan.marks(),
+            self.m.mixer.n_layer(),
+            steps.len() - n_main,
+        );
         let (next_ids, readback, bytes) = (&self.next_ids, &self.readback, (self.batch * 4) as u64);
         let (timings, wall_ns) = profile::run_profiled(&ctx, &steps, &sections, mode, |enc| {
             if sample {

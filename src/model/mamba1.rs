@@ -28,7 +28,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
 use crate::model::lm::{
     matrix, matrix_from_values, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams,
-    Lm, LmDims, Mixer, Rec, Session, SessionOptions,
+    Fuse, Lm, LmDims, Mixer, Rec, Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -256,6 +256,10 @@ impl Mixer for Mamba1Mixer {
             .sum()
     }
 
+    fn in_proj(&self, i: usize) -> &PagedMatrix {
+        &self.layers[i].in_proj
+    }
+
     fn record(&self, lm: &Lm, plan: &mut Plan, i: usize, r: &Rec<'_>) -> Result<()> {
         let ctx = &*lm.ctx;
         let c = &self.cfg;
@@ -286,7 +290,7 @@ impl Mixer for Mamba1Mixer {
                 out: &a[XC],
             },
         });
-        lm.linear_conv(
+        lm.linear_fused(
             plan,
             r,
             r.normed,
@@ -296,7 +300,11 @@ impl Mixer for Mamba1Mixer {
             &a[XZ],
             2 * e,
             all.clone(),
-            conv,
+            Fuse {
+                conv,
+                norm: r.norm,
+                accumulate: false,
+            },
         )?;
         let conv_params = move |len| Conv1dParams {
             batch: b,
@@ -391,7 +399,7 @@ impl Mixer for Mamba1Mixer {
                 self.scan.bind(ctx, p, scan_bufs)
             });
         }
-        lm.linear(
+        lm.linear_fused(
             plan,
             r,
             &a[Y],
@@ -401,6 +409,10 @@ impl Mixer for Mamba1Mixer {
             r.mix,
             dm,
             all,
+            Fuse {
+                accumulate: r.accumulate_mix,
+                ..Default::default()
+            },
         )?;
         Ok(())
     }

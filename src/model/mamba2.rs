@@ -37,8 +37,8 @@ use crate::kernels::ssd_state_update::{
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba2Config};
 use crate::model::lm::{
-    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams, Lm, LmDims, Mixer,
-    Rec, Session, SessionOptions,
+    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams, Fuse, Lm, LmDims,
+    Mixer, Rec, Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -269,6 +269,10 @@ impl Mixer for Mamba2Mixer {
             .sum()
     }
 
+    fn in_proj(&self, i: usize) -> &PagedMatrix {
+        &self.layers[i].in_proj
+    }
+
     fn record(&self, lm: &Lm, plan: &mut Plan, i: usize, r: &Rec<'_>) -> Result<()> {
         let ctx = &*lm.ctx;
         let c = &self.cfg;
@@ -319,7 +323,7 @@ impl Mixer for Mamba2Mixer {
                 out: &a[XBC],
             },
         });
-        lm.linear_conv(
+        lm.linear_fused(
             plan,
             r,
             r.normed,
@@ -329,7 +333,11 @@ impl Mixer for Mamba2Mixer {
             &a[ZX],
             w,
             all.clone(),
-            conv,
+            Fuse {
+                conv,
+                norm: r.norm,
+                accumulate: false,
+            },
         )?;
         let conv_params = move |len| Conv1dParams {
             batch: b,
@@ -541,7 +549,7 @@ impl Mixer for Mamba2Mixer {
                 k.norm.bind(ctx, prm, bufs)
             },
         );
-        lm.linear(
+        lm.linear_fused(
             plan,
             r,
             &a[YN],
@@ -551,6 +559,10 @@ impl Mixer for Mamba2Mixer {
             r.mix,
             dm,
             all,
+            Fuse {
+                accumulate: r.accumulate_mix,
+                ..Default::default()
+            },
         )?;
         Ok(())
     }

@@ -18,6 +18,7 @@ pub(crate) struct Step {
 #[derive(Default)]
 pub(crate) struct Plan {
     steps: Vec<Step>,
+    marks: Vec<usize>,
 }
 
 impl Plan {
@@ -40,6 +41,16 @@ impl Plan {
             params_for: f,
             current: Some(capacity),
         });
+    }
+
+    /// Marks the next step as the start of a section (a block, the head) for profiles.
+    pub fn mark(&mut self) {
+        self.marks.push(self.steps.len());
+    }
+
+    /// The step indices [`Plan::mark`] recorded, in order.
+    pub fn marks(&self) -> &[usize] {
+        &self.marks
     }
 
     /// Rewrites the params of every step whose token count differs from `len`.

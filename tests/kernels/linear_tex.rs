@@ -11,7 +11,8 @@
 //! texture dimension limit is tiny).
 
 use mamba_wgpu::kernels::linear_tex::{
-    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_CONV, FLAG_CONV_BIAS,
+    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_BIAS, FLAG_CONV,
+    FLAG_CONV_BIAS, FLAG_NORM,
 };
 use mamba_wgpu::kernels::{run, Dispatch};
 use mamba_wgpu::reference::matmul::{linear, round_to_f16, write_rows};
@@ -164,6 +165,7 @@ fn check_variant(
                     bias: &bias_b,
                     y: &y_b,
                     conv: ConvStepBindings::unused(&x_b, &unused_rw),
+                    norm: &x_b,
                 },
             )
         })
@@ -297,6 +299,7 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
                 bias: &x_b,
                 y: &y_b,
                 conv: ConvStepBindings::unused(&x_b, &zeros(1)),
+                norm: &x_b,
             },
         );
     run(ctx(), &[&d]).unwrap();
@@ -530,6 +533,7 @@ fn check_conv(
                         state: &state_b,
                         out: &out_b,
                     },
+                    norm: &x_b,
                 },
             )
         })
@@ -610,6 +614,115 @@ fn conv_step_fuses_after_the_product() {
         rows_per_line: 1,
         flags: FLAG_CONV,
         conv_kernel: 9,
+        ..Default::default()
+    };
+    assert!(matches!(LinearTex::check(&bad), Err(Error::Shape(_))));
+}
+
+/// The RMSNorm fused in front of a one-row product against `reference::rmsnorm` then the
+/// twin's product (with bias), on every variant the device has.
+fn check_norm(
+    gpu: &GpuContext,
+    dtype: WeightDtype,
+    subgroup: bool,
+    narrow: bool,
+    n: usize,
+    k: usize,
+) {
+    let what = format!("norm {dtype:?} subgroup {subgroup} narrow {narrow} n {n} k {k}");
+    let seed = (n * 1009 + k) as u64 + 5;
+    let x = rand_vec(seed, k, -2.0, 2.0);
+    let g = rand_vec(seed + 1, k, 0.5, 1.5);
+    let w = rand_vec(seed + 2, n * k, -1.0, 1.0);
+    let bias = rand_vec(seed + 3, n, -1.0, 1.0);
+    let eps = 1e-5;
+    let mut residual = x.clone();
+    let normed = mamba_wgpu::reference::rmsnorm(&mut residual, None, &g, k, eps);
+    let w_eff = match dtype {
+        WeightDtype::F16 => round_to_f16(&w),
+        _ => w.clone(),
+    };
+    let want = linear(&normed, 0, k, 1, &w_eff, n, k, Some(&bias));
+    let pm =
+        PagedMatrix::from_slice_stored(gpu, "w", &w, n, k, dtype, WeightStorage::Texture).unwrap();
+    let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+    let (x_b, g_b, bias_b, y_b, rw) = (up(&x), up(&g), up(&bias), up(&vec![0.0; n]), up(&[0.0]));
+    let kernel = LinearTex::variant(gpu, dtype, false, subgroup, narrow).unwrap();
+    let dispatches: Vec<Dispatch> = pm
+        .pages
+        .iter()
+        .map(|p| {
+            let PageStorage::Texture {
+                view,
+                rows_per_line,
+                ..
+            } = &p.storage
+            else {
+                panic!("buffer page");
+            };
+            let params = LinearTexParams {
+                m: 1,
+                n: p.rows as u32,
+                k: k as u32,
+                x_stride: k as u32,
+                y_offset: p.row_start as u32,
+                y_stride: n as u32,
+                bias_offset: p.row_start as u32,
+                flags: FLAG_BIAS | FLAG_NORM,
+                rows_per_line: *rows_per_line as u32,
+                col_base: p.row_start as u32,
+                norm_eps: eps,
+                ..Default::default()
+            };
+            LinearTex::check(&params).unwrap();
+            kernel.bind(
+                gpu,
+                &params,
+                LinearTexBindings {
+                    x: &x_b,
+                    w: view,
+                    bias: &bias_b,
+                    y: &y_b,
+                    conv: ConvStepBindings::unused(&x_b, &rw),
+                    norm: &g_b,
+                },
+            )
+        })
+        .collect();
+    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
+    let got: Vec<f32> = gpu.read_buffer(&y_b, 0, n).unwrap();
+    // The twin normalises first and sums after; the kernel sums x·g·w and scales last: the
+    // same products in another order, plus the mean square's own rounding (relative ~k·2^-24).
+    let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+    assert_close(
+        &what,
+        &got,
+        &want,
+        1e-6 * k as f32 * max(&normed) * max(&w_eff),
+        1e-5 * (k as f32).sqrt(),
+    );
+}
+
+#[test]
+fn rmsnorm_fuses_in_front_of_a_one_row_product() {
+    // k of one block, around the 8 shared vec4s (32 columns per shared load of 4 blocks),
+    // and mamba-130m's 768; n around the narrow workgroup's 32 outputs.
+    for &(n, k) in &[(5, 8), (33, 24), (64, 40), (70, 136), (31, 768)] {
+        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+            for narrow in [true, false] {
+                if ctx().features().subgroup {
+                    check_norm(ctx(), dtype, true, narrow, n, k);
+                }
+                check_norm(ctx(), dtype, false, narrow, n, k);
+            }
+        }
+    }
+    // More than one row is refused (only the one-row path has the norm).
+    let bad = LinearTexParams {
+        m: 2,
+        k: 8,
+        rows_per_line: 1,
+        flags: FLAG_NORM,
         ..Default::default()
     };
     assert!(matches!(LinearTex::check(&bad), Err(Error::Shape(_))));
