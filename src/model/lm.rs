@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
+use crate::kernels::conv1d::{Conv1dBuffers, Conv1dParams};
 use crate::kernels::embedding::{Embedding, EmbeddingBuffers, EmbeddingParams};
 use crate::kernels::gemv::Gemv;
 use crate::kernels::gemv_q4_0::{self, GemvQ4};
@@ -554,6 +555,28 @@ pub struct ConvFuse<'a> {
     pub params: ConvFuseParams,
     /// Conv weight, bias, state and output.
     pub bufs: ConvStepBindings<'a>,
+}
+
+impl<'a> ConvFuse<'a> {
+    /// The fused form of the one-token conv dispatch `p` over `b`, whose input rows (`x` at
+    /// `x_offset`, `x_stride` apart) are the product's output rows.
+    pub fn of(p: &Conv1dParams, b: &Conv1dBuffers<'a>) -> Self {
+        Self {
+            params: ConvFuseParams {
+                start: p.x_offset,
+                channels: p.channels,
+                kernel: p.kernel,
+                out_stride: p.out_stride,
+                has_bias: p.has_bias != 0,
+            },
+            bufs: ConvStepBindings {
+                weight: b.weight,
+                bias: b.bias,
+                state: b.state,
+                out: b.out,
+            },
+        }
+    }
 }
 
 /// The numbers of a [`ConvFuse`].

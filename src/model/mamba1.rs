@@ -19,7 +19,6 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use crate::kernels::conv1d_step::Conv1dStep;
-use crate::kernels::linear_tex::ConvStepBindings;
 use crate::kernels::selective_scan::{
     pack_ssm, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
@@ -27,8 +26,8 @@ use crate::kernels::selective_state_update::SelectiveStateUpdate;
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
 use crate::model::lm::{
-    matrix, matrix_from_values, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams,
-    Fuse, Lm, LmDims, Mixer, Rec, Session, SessionOptions,
+    matrix, matrix_from_values, mixer_io_shapes, shell_shapes, vector, ConvFuse, Fuse, Lm, LmDims,
+    Mixer, Rec, Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -275,37 +274,6 @@ impl Mixer for Mamba1Mixer {
         // Decoding over texture weights, the conv step runs in in_proj's epilogue (each x
         // channel's output is its conv input): one dispatch fewer per layer.
         let fuse_conv = r.decode && Lm::can_fuse_conv(&l.in_proj);
-        let conv = fuse_conv.then_some(ConvFuse {
-            params: ConvFuseParams {
-                start: 0,
-                channels: e,
-                kernel,
-                out_stride: e,
-                has_bias: has_bias != 0,
-            },
-            bufs: ConvStepBindings {
-                weight: &l.conv_w.buffer,
-                bias: conv_bias,
-                state: &r.states[0],
-                out: &a[XC],
-            },
-        });
-        lm.linear_fused(
-            plan,
-            r,
-            r.normed,
-            dm,
-            &l.in_proj,
-            l.in_proj_bias.as_ref(),
-            &a[XZ],
-            2 * e,
-            all.clone(),
-            Fuse {
-                conv,
-                norm: r.norm,
-                accumulate: false,
-            },
-        )?;
         let conv_params = move |len| Conv1dParams {
             batch: b,
             len,
@@ -323,6 +291,23 @@ impl Mixer for Mamba1Mixer {
             state: &r.states[0],
             out: &a[XC],
         };
+        let conv = fuse_conv.then(|| ConvFuse::of(&conv_params(1), &conv_bufs));
+        lm.linear_fused(
+            plan,
+            r,
+            r.normed,
+            dm,
+            &l.in_proj,
+            l.in_proj_bias.as_ref(),
+            &a[XZ],
+            2 * e,
+            all.clone(),
+            Fuse {
+                conv,
+                norm: r.norm,
+                accumulate: false,
+            },
+        )?;
         if fuse_conv {
             // Done in in_proj.
         } else if r.decode {

@@ -20,7 +20,6 @@ use crate::context::GpuContext;
 use crate::error::Result;
 use crate::kernels::conv1d::{Conv1d, Conv1dBuffers, Conv1dParams};
 use crate::kernels::conv1d_step::Conv1dStep;
-use crate::kernels::linear_tex::ConvStepBindings;
 use crate::kernels::rmsnorm_gated::{self, RmsnormGated, RmsnormGatedBuffers, RmsnormGatedParams};
 use crate::kernels::ssd_chunk_cumsum::{
     SsdChunkCumsum, SsdChunkCumsumBuffers, SsdChunkCumsumParams,
@@ -37,8 +36,8 @@ use crate::kernels::ssd_state_update::{
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba2Config};
 use crate::model::lm::{
-    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, ConvFuseParams, Fuse, Lm, LmDims,
-    Mixer, Rec, Session, SessionOptions,
+    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, Fuse, Lm, LmDims, Mixer, Rec, Session,
+    SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -308,37 +307,6 @@ impl Mixer for Mamba2Mixer {
         // Decoding over texture weights, the conv step over xBC runs in in_proj's epilogue:
         // one dispatch fewer per layer.
         let fuse_conv = r.decode && Lm::can_fuse_conv(&l.in_proj);
-        let conv = fuse_conv.then_some(ConvFuse {
-            params: ConvFuseParams {
-                start: e,
-                channels: conv_dim,
-                kernel,
-                out_stride: conv_dim,
-                has_bias: has_bias != 0,
-            },
-            bufs: ConvStepBindings {
-                weight: &l.conv_w.buffer,
-                bias: conv_bias,
-                state: &r.states[0],
-                out: &a[XBC],
-            },
-        });
-        lm.linear_fused(
-            plan,
-            r,
-            r.normed,
-            dm,
-            &l.in_proj,
-            l.in_proj_bias.as_ref(),
-            &a[ZX],
-            w,
-            all.clone(),
-            Fuse {
-                conv,
-                norm: r.norm,
-                accumulate: false,
-            },
-        )?;
         let conv_params = move |len| Conv1dParams {
             batch: b,
             len,
@@ -356,6 +324,23 @@ impl Mixer for Mamba2Mixer {
             state: &r.states[0],
             out: &a[XBC],
         };
+        let conv = fuse_conv.then(|| ConvFuse::of(&conv_params(1), &conv_bufs));
+        lm.linear_fused(
+            plan,
+            r,
+            r.normed,
+            dm,
+            &l.in_proj,
+            l.in_proj_bias.as_ref(),
+            &a[ZX],
+            w,
+            all.clone(),
+            Fuse {
+                conv,
+                norm: r.norm,
+                accumulate: false,
+            },
+        )?;
         let seq_params = move |len| SsdScanSeqParams {
             batch: b,
             len,

@@ -16,7 +16,9 @@ use mamba_wgpu::kernels::linear_tex::{
 };
 use mamba_wgpu::kernels::{run, Dispatch};
 use mamba_wgpu::reference::matmul::{linear, round_to_f16, write_rows};
-use mamba_wgpu::tensor::{pack_f16_texels, PageStorage, PagedMatrix, WeightDtype, WeightStorage};
+use mamba_wgpu::tensor::{
+    pack_f16_texels, Page, PageStorage, PagedMatrix, WeightDtype, WeightStorage,
+};
 use mamba_wgpu::{ContextOptions, Error, GpuContext};
 
 use crate::common::*;
@@ -72,6 +74,39 @@ impl Case {
     fn y_len(&self) -> usize {
         self.y_offset + self.m.saturating_sub(1) * self.y_stride + self.n + 3
     }
+}
+
+/// Runs `kernel` once per texture page of `pm`, as the model records a paged product:
+/// `params(page)` with the page's `rows_per_line` filled in and checked, bound to
+/// `bindings(view)`.
+fn run_pages<'a>(
+    gpu: &GpuContext,
+    kernel: &LinearTex,
+    pm: &'a PagedMatrix,
+    params: impl Fn(&Page) -> LinearTexParams,
+    bindings: impl Fn(&'a wgpu::TextureView) -> LinearTexBindings<'a>,
+) {
+    let dispatches: Vec<Dispatch> = pm
+        .pages
+        .iter()
+        .map(|p| {
+            let PageStorage::Texture {
+                view,
+                rows_per_line,
+                ..
+            } = &p.storage
+            else {
+                panic!("buffer page");
+            };
+            let params = LinearTexParams {
+                rows_per_line: *rows_per_line as u32,
+                ..params(p)
+            };
+            LinearTex::check(&params).unwrap();
+            kernel.bind(gpu, &params, bindings(view))
+        })
+        .collect();
+    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
 }
 
 /// Runs `c` with w stored as `dtype` in textures on `gpu` (one dispatch per page) and compares
@@ -130,47 +165,31 @@ fn check_variant(
     let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
     let unused_rw = up(&[0.0]);
     let kernel = LinearTex::variant(gpu, dtype, native, subgroup, narrow).unwrap();
-    let dispatches: Vec<Dispatch> = pm
-        .pages
-        .iter()
-        .map(|p| {
-            let PageStorage::Texture {
-                view,
-                rows_per_line,
-                ..
-            } = &p.storage
-            else {
-                panic!("buffer page");
-            };
-            let params = LinearTexParams {
-                m: c.m as u32,
-                n: p.rows as u32,
-                k: c.k as u32,
-                x_offset: c.x_offset as u32,
-                x_stride: c.x_stride as u32,
-                y_offset: (c.y_offset + p.row_start) as u32,
-                y_stride: c.y_stride as u32,
-                bias_offset: p.row_start as u32,
-                flags: c.bias as u32 | (c.accumulate as u32) << 1,
-                rows_per_line: *rows_per_line as u32,
-                ..Default::default()
-            };
-            LinearTex::check(&params).unwrap();
-            kernel.bind(
-                gpu,
-                &params,
-                LinearTexBindings {
-                    x: &x_b,
-                    w: view,
-                    bias: &bias_b,
-                    y: &y_b,
-                    conv: ConvStepBindings::unused(&x_b, &unused_rw),
-                    norm: &x_b,
-                },
-            )
-        })
-        .collect();
-    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
+    run_pages(
+        gpu,
+        &kernel,
+        &pm,
+        |p| LinearTexParams {
+            m: c.m as u32,
+            n: p.rows as u32,
+            k: c.k as u32,
+            x_offset: c.x_offset as u32,
+            x_stride: c.x_stride as u32,
+            y_offset: (c.y_offset + p.row_start) as u32,
+            y_stride: c.y_stride as u32,
+            bias_offset: p.row_start as u32,
+            flags: c.bias as u32 | (c.accumulate as u32) << 1,
+            ..Default::default()
+        },
+        |view| LinearTexBindings {
+            x: &x_b,
+            w: view,
+            bias: &bias_b,
+            y: &y_b,
+            conv: ConvStepBindings::unused(&x_b, &unused_rw),
+            norm: &x_b,
+        },
+    );
     let got: Vec<f32> = gpu.read_buffer(&y_b, 0, c.y_len()).unwrap();
     let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
     let kf = c.k as f32;
@@ -490,55 +509,39 @@ fn check_conv(
     let (x_b, y_b, cw_b, cb_b) = (up(&x), up(&vec![0.0; m * n]), up(&cw), up(&cb));
     let (state_b, out_b) = (up(&state0), up(&vec![f32::NAN; m * channels + 3]));
     let kernel_tex = LinearTex::variant(gpu, dtype, false, subgroup, narrow).unwrap();
-    let dispatches: Vec<Dispatch> = pm
-        .pages
-        .iter()
-        .map(|p| {
-            let PageStorage::Texture {
-                view,
-                rows_per_line,
-                ..
-            } = &p.storage
-            else {
-                panic!("buffer page");
-            };
-            let params = LinearTexParams {
-                m: m as u32,
-                n: p.rows as u32,
-                k: k as u32,
-                x_stride: k as u32,
-                y_offset: p.row_start as u32,
-                y_stride: n as u32,
-                flags: FLAG_CONV | if with_bias { FLAG_CONV_BIAS } else { 0 },
-                rows_per_line: *rows_per_line as u32,
-                col_base: p.row_start as u32,
-                conv_start: start as u32,
-                conv_channels: channels as u32,
-                conv_kernel: kernel as u32,
-                conv_out_stride: channels as u32,
-                ..Default::default()
-            };
-            LinearTex::check(&params).unwrap();
-            kernel_tex.bind(
-                gpu,
-                &params,
-                LinearTexBindings {
-                    x: &x_b,
-                    w: view,
-                    bias: &x_b,
-                    y: &y_b,
-                    conv: ConvStepBindings {
-                        weight: &cw_b,
-                        bias: &cb_b,
-                        state: &state_b,
-                        out: &out_b,
-                    },
-                    norm: &x_b,
-                },
-            )
-        })
-        .collect();
-    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
+    run_pages(
+        gpu,
+        &kernel_tex,
+        &pm,
+        |p| LinearTexParams {
+            m: m as u32,
+            n: p.rows as u32,
+            k: k as u32,
+            x_stride: k as u32,
+            y_offset: p.row_start as u32,
+            y_stride: n as u32,
+            flags: FLAG_CONV | if with_bias { FLAG_CONV_BIAS } else { 0 },
+            col_base: p.row_start as u32,
+            conv_start: start as u32,
+            conv_channels: channels as u32,
+            conv_kernel: kernel as u32,
+            conv_out_stride: channels as u32,
+            ..Default::default()
+        },
+        |view| LinearTexBindings {
+            x: &x_b,
+            w: view,
+            bias: &x_b,
+            y: &y_b,
+            conv: ConvStepBindings {
+                weight: &cw_b,
+                bias: &cb_b,
+                state: &state_b,
+                out: &out_b,
+            },
+            norm: &x_b,
+        },
+    );
     let tol = 1e-6 * k as f32;
     assert_close(
         &format!("{what}: product"),
@@ -648,48 +651,32 @@ fn check_norm(
     let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
     let (x_b, g_b, bias_b, y_b, rw) = (up(&x), up(&g), up(&bias), up(&vec![0.0; n]), up(&[0.0]));
     let kernel = LinearTex::variant(gpu, dtype, false, subgroup, narrow).unwrap();
-    let dispatches: Vec<Dispatch> = pm
-        .pages
-        .iter()
-        .map(|p| {
-            let PageStorage::Texture {
-                view,
-                rows_per_line,
-                ..
-            } = &p.storage
-            else {
-                panic!("buffer page");
-            };
-            let params = LinearTexParams {
-                m: 1,
-                n: p.rows as u32,
-                k: k as u32,
-                x_stride: k as u32,
-                y_offset: p.row_start as u32,
-                y_stride: n as u32,
-                bias_offset: p.row_start as u32,
-                flags: FLAG_BIAS | FLAG_NORM,
-                rows_per_line: *rows_per_line as u32,
-                col_base: p.row_start as u32,
-                norm_eps: eps,
-                ..Default::default()
-            };
-            LinearTex::check(&params).unwrap();
-            kernel.bind(
-                gpu,
-                &params,
-                LinearTexBindings {
-                    x: &x_b,
-                    w: view,
-                    bias: &bias_b,
-                    y: &y_b,
-                    conv: ConvStepBindings::unused(&x_b, &rw),
-                    norm: &g_b,
-                },
-            )
-        })
-        .collect();
-    run(gpu, &dispatches.iter().collect::<Vec<_>>()).unwrap();
+    run_pages(
+        gpu,
+        &kernel,
+        &pm,
+        |p| LinearTexParams {
+            m: 1,
+            n: p.rows as u32,
+            k: k as u32,
+            x_stride: k as u32,
+            y_offset: p.row_start as u32,
+            y_stride: n as u32,
+            bias_offset: p.row_start as u32,
+            flags: FLAG_BIAS | FLAG_NORM,
+            col_base: p.row_start as u32,
+            norm_eps: eps,
+            ..Default::default()
+        },
+        |view| LinearTexBindings {
+            x: &x_b,
+            w: view,
+            bias: &bias_b,
+            y: &y_b,
+            conv: ConvStepBindings::unused(&x_b, &rw),
+            norm: &g_b,
+        },
+    );
     let got: Vec<f32> = gpu.read_buffer(&y_b, 0, n).unwrap();
     // The twin normalises first and sums after; the kernel sums x·g·w and scales last: the
     // same products in another order, plus the mean square's own rounding (relative ~k·2^-24).
