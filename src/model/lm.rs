@@ -22,8 +22,8 @@ use crate::kernels::gemv::Gemv;
 use crate::kernels::gemv_q4_0::{self, GemvQ4};
 use crate::kernels::gemv_q8_0::{self, GemvQ8};
 use crate::kernels::linear_tex::{
-    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_CONV, FLAG_CONV_BIAS,
-    FLAG_NORM,
+    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_ACCUMULATE, FLAG_BIAS,
+    FLAG_CONV, FLAG_CONV_BIAS, FLAG_NORM,
 };
 use crate::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use crate::kernels::rmsnorm::{RmsNorm, RmsNormBuffers, RmsNormParams};
@@ -371,18 +371,10 @@ impl Lm {
         )
     }
 
-    /// Whether a decode product over `w` can carry the conv step or the norm
-    /// ([`Lm::linear_fused`]): every page is a texture (the texture kernel has them; the
-    /// buffer GEMVs do not).
-    pub fn can_fuse_conv(w: &PagedMatrix) -> bool {
-        w.pages
-            .iter()
-            .all(|p| matches!(p.storage, PageStorage::Texture { .. }))
-    }
-
     /// [`Lm::linear`] with what `fuse` asks: the one-token conv step after the product and
-    /// the block's RMSNorm in front of it (decode plans only, every page a texture: see
-    /// [`Lm::can_fuse_conv`]; the norm for one sequence only), and accumulating into `y`.
+    /// the block's RMSNorm in front of it (decode plans only, `w` in textures
+    /// ([`PagedMatrix::is_texture`]): the texture kernel has them, the buffer GEMVs do not;
+    /// the norm for one sequence only), and accumulating into `y`.
     #[allow(clippy::too_many_arguments)]
     pub fn linear_fused(
         &self,
@@ -398,7 +390,7 @@ impl Lm {
         fuse: Fuse<'_>,
     ) -> Result<()> {
         let conv = fuse.conv;
-        if (conv.is_some() || fuse.norm.is_some()) && !(r.decode && Self::can_fuse_conv(w)) {
+        if (conv.is_some() || fuse.norm.is_some()) && !(r.decode && w.is_texture()) {
             return Err(Error::InvalidInput(
                 "the conv step and the norm fuse only into a decode product over texture pages"
                     .into(),
@@ -420,7 +412,9 @@ impl Lm {
         let bias_buf = bias.map(|t| &t.buffer).unwrap_or(&self.dummy);
         for page in &w.pages {
             let (n_rows, col0, k) = (page.rows as u32, page.row_start as u32, w.cols as u32);
-            let flags = bias.is_some() as u32 | if fuse.accumulate { 2 } else { 0 };
+            // Bits 0 and 1 mean the same in every Linear kernel's params.
+            let flags = if bias.is_some() { FLAG_BIAS } else { 0 }
+                | if fuse.accumulate { FLAG_ACCUMULATE } else { 0 };
             let rows = rows.clone();
             let params = move |len: u32| {
                 let (m, x_offset, xs) = rows(len);
@@ -819,9 +813,8 @@ impl Session {
         // Decoding one sequence with every in_proj in textures, each block's norm runs inside
         // its in_proj (on the residual) and out_proj adds into the residual: the norm
         // dispatches (and their residual adds) go, but for the final one.
-        let fuse_norm = decode
-            && b == 1
-            && (0..m.mixer.n_layer()).all(|i| Lm::can_fuse_conv(m.mixer.in_proj(i)));
+        let fuse_norm =
+            decode && b == 1 && (0..m.mixer.n_layer()).all(|i| m.mixer.in_proj(i).is_texture());
         for i in 0..m.mixer.n_layer() {
             plan.mark();
             if !fuse_norm {

@@ -273,7 +273,7 @@ impl Mixer for Mamba1Mixer {
         let conv_bias = l.conv_b.as_ref().map(|t| &t.buffer).unwrap_or(&lm.dummy);
         // Decoding over texture weights, the conv step runs in in_proj's epilogue (each x
         // channel's output is its conv input): one dispatch fewer per layer.
-        let fuse_conv = r.decode && Lm::can_fuse_conv(&l.in_proj);
+        let fuse_conv = r.decode && l.in_proj.is_texture();
         let conv_params = move |len| Conv1dParams {
             batch: b,
             len,
