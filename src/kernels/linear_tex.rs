@@ -224,7 +224,6 @@ macro_rules! plain_lanes {
     () => {
         "// Lanes: every invocation loads all of x itself (no subgroup operations).
 fn share8(v: vec4<f32>) -> X8 { return X8(v, v, v, v, v, v, v, v); }
-fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return v; }
 // Every lane has summed all of x itself.
 fn sum8(v: f32, share: bool) -> f32 { return v; }
 @compute @workgroup_size(WG)
@@ -239,14 +238,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 macro_rules! subgroup_lanes {
     () => {
         "// Lanes: x shared across subgroups of 8 or more lanes (lanes 0..7 load, all read them by
-// broadcast or shuffle); narrower subgroups load it all themselves.
+// broadcast from fixed lanes); narrower subgroups load it all themselves.
 fn share8(v: vec4<f32>) -> X8 {
     return X8(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u),
               subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
               subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
               subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
-fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return subgroupShuffle(v, j); }
 // The sum over the 8 lanes that shared x (lanes l ^ 1, l ^ 2, l ^ 4 of each group of 8).
 fn sum8(v: f32, share: bool) -> f32 {
     if (!share) {
