@@ -466,7 +466,13 @@ fn ssd(c: &mut Criterion, ctx: &GpuContext) {
             state: &state,
             y: &y,
         };
-        let d = SsdScanSeq::new(ctx).unwrap().bind(ctx, &seq, seq_bufs);
+        // One token: the step the model decodes with.
+        let kernel = if len == 1 {
+            SsdScanSeq::step(ctx)
+        } else {
+            SsdScanSeq::new(ctx)
+        };
+        let d = kernel.unwrap().bind(ctx, &seq, seq_bufs);
         time(
             c,
             "ssd_scan_seq",

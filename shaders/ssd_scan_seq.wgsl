@@ -7,7 +7,8 @@
 //           1 xbc    f32 rows (the conv1d output), read as vec4s: row r holds x[h, p] at
 //                    xbc[r*x_stride + x_offset + h*P + p], B[g, n] at
 //                    xbc[r*x_stride + b_offset + g*N + n], C[g, n] at ... + c_offset + g*N + n;
-//           2 dt_raw f32 rows (the in_proj output): dt before bias at dt_raw[r*dt_stride + dt_offset + h];
+//           2 dt_raw f32 rows (the in_proj output): dt before bias at dt_raw[r*dt_stride + dt_offset + h],
+//                    and with the gate on, z at dt_raw[r*dt_stride + z_offset + h*P + p];
 //           3 heads  per-layer constants packed: A_log[h] at h, D[h] at H + h, dt_bias[h] at 2H + h;
 //           4 state  f32 [batch, H, P, N] (read_write, as vec4s), element (b*H + h)*P*N + p*N + n:
 //                    read as the initial state, overwritten with the final one;
@@ -15,23 +16,28 @@
 //           Row r = b*len + t of sequence b, token t; group g = h / (H / G); N <= MAX_D_STATE.
 //           x_stride, b_offset, c_offset and N are multiples of 4 (checked on the Rust side),
 //           so B and C rows are whole vec4s.
-// Lanes:    a Rust-side header (src/kernels/ssd_scan_seq.rs) declares the entry point `main`,
-//           which calls scan() with the invocation's lane (0..7) and whether B and C are
-//           shared: with subgroups of 8 or more lanes, lanes 0..7 load 8 consecutive vec4s of
-//           B (and of C) at once and every lane takes them by subgroupShuffle (one load for
-//           eight); without, every lane loads them itself.
-// Params:   16 x 4 bytes, mirrored by `SsdScanSeqParams` in src/kernels/ssd_scan_seq.rs.
+// Entry:    Rust-side headers (src/kernels/ssd_scan_seq.rs) declare the entry point `main`,
+//           `entry`, which it calls, and `spread`. entry runs walk (prompts: the state in a
+//           private array for the whole prompt) or step_tokens (decode: the state updated in
+//           the buffer at each token) with the invocation's lane (0..7) and whether B and C
+//           are shared: with subgroups of 8 or more lanes, lanes 0..7 load 8
+//           consecutive vec4s of B (and of C) at once and every lane takes them by
+//           subgroupBroadcast from fixed lanes (one load for eight; a broadcast from a
+//           constant lane is one extract where a shuffle by index loops over the lanes on
+//           lavapipe); without, every lane loads them itself.
+// Params:   20 x 4 bytes, mirrored by `SsdScanSeqParams` in src/kernels/ssd_scan_seq.rs.
 // Geometry: workgroups of 64 invocations, one per channel p of a tile of 64; a workgroup owns
 //           one (b, h), so dt, dA, B and C are read at lane-uniform addresses (one load for
-//           the workgroup on CPU adapters). batch * H * ceil(P / 64) workgroups, folded into
-//           (x, y). Invocations past P compute on a clamped p and write nothing (they take
-//           part in the shuffles).
+//           the workgroup on CPU adapters). The grid is (ceil(P / 64), H, batch): the
+//           workgroup's tile, head and sequence with no division by a runtime value (which CPU
+//           adapters run lane by lane). Invocations past P compute on a clamped p and write
+//           nothing (they take part in the broadcasts).
 // Math:     per token t: dt = clamp(softplus(dt_raw + dt_bias[h]), dt_min, dt_max),
 //           A = -exp(A_log[h]), dA = exp(dt * A); h[p, n] = dA * h[p, n] + dt * x[p] * B[n];
-//           y[p] = sum_n C[n] * h[p, n] + D[h] * x[p]. The same recurrence (and clamp) as
-//           mamba_wgpu.ssd_state_update, for len tokens; the state's N floats live in a
-//           private array of vec4s and touch the buffer only at the start and the end (for
-//           one token, decode, they are updated in the buffer directly).
+//           y[p] = sum_n C[n] * h[p, n] + D[h] * x[p], times silu(z[p]) = z / (1 + exp(-z))
+//           when gate is 1 (Mamba-2's gate, which its gated RMSNorm applies before the norm:
+//           then a plain RMSNorm of this y is that norm). The same recurrence (and clamp) as
+//           mamba_wgpu.ssd_state_update, for len tokens.
 
 struct Params {
     batch: u32,
@@ -49,7 +55,11 @@ struct Params {
     y_stride: u32,
     dt_min: f32,
     dt_max: f32,
+    gate: u32,
+    z_offset: u32,
     _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -79,6 +89,17 @@ fn xbc1(i: u32) -> f32 {
     return xbc[i / 4u][i % 4u];
 }
 
+// Writes y of row r, head h, channel p: v, gated by silu(z) when the gate is on.
+fn store_y(r: u32, h: u32, p: u32, v: f32) {
+    let c = h * params.head_dim + p;
+    var out = v;
+    if (params.gate != 0u) {
+        let z = dt_raw[r * params.dt_stride + params.z_offset + c];
+        out = v * z / (1.0 + exp(-z));
+    }
+    y[r * params.y_stride + c] = out;
+}
+
 // What one token r brings to head h, channel p (group g).
 struct Token {
     // exp(dt · A), dt · x[p], x[p].
@@ -100,109 +121,159 @@ fn token(r: u32, h: u32, g: u32, p: u32, a: f32, dt_bias: f32) -> Token {
                  (row + params.c_offset + g * params.d_state) / 4u);
 }
 
-// vec4s of B and C.
-struct BC {
-    b: vec4<f32>,
-    c: vec4<f32>,
+// Eight consecutive vec4s of a B or C row.
+struct V8 {
+    v0: vec4<f32>,
+    v1: vec4<f32>,
+    v2: vec4<f32>,
+    v3: vec4<f32>,
+    v4: vec4<f32>,
+    v5: vec4<f32>,
+    v6: vec4<f32>,
+    v7: vec4<f32>,
 }
 
-// Shared: lane l loads vec4 j0 + l of B and of C (clamped to the last), for bc_at.
-fn bc_lanes(tk: Token, j0: u32, n4: u32, lane: u32, share: bool) -> BC {
-    if (!share) {
-        return BC(vec4<f32>(0.0), vec4<f32>(0.0));
-    }
-    let jl = min(j0 + lane, n4 - 1u);
-    return BC(xbc[tk.bb + jl], xbc[tk.cb + jl]);
-}
-
-// vec4 j0 + i of B and C: taken from lane i's bc_lanes when shared, loaded here otherwise.
-fn bc_at(tk: Token, mine: BC, j0: u32, i: u32, share: bool) -> BC {
+// vec4s j0 .. j0 + 7 of the row at vec4 index base (clamped to its last, n4 - 1): shared,
+// lane l loads vec4 j0 + l and every lane takes all eight by broadcast from fixed lanes
+// (spread); otherwise every lane loads the eight itself.
+fn row8(base: u32, j0: u32, n4: u32, lane: u32, share: bool) -> V8 {
+    let last = n4 - 1u;
     if (share) {
-        return BC(shuffle(mine.b, i), shuffle(mine.c, i));
+        return spread(xbc[base + min(j0 + lane, last)]);
     }
-    return BC(xbc[tk.bb + j0 + i], xbc[tk.cb + j0 + i]);
+    return V8(xbc[base + min(j0, last)], xbc[base + min(j0 + 1u, last)],
+              xbc[base + min(j0 + 2u, last)], xbc[base + min(j0 + 3u, last)],
+              xbc[base + min(j0 + 4u, last)], xbc[base + min(j0 + 5u, last)],
+              xbc[base + min(j0 + 6u, last)], xbc[base + min(j0 + 7u, last)]);
 }
 
-fn scan(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
-    let n_heads = params.nheads;
-    let head_dim = params.head_dim;
-    let n_state = params.d_state;
-    let len = params.len;
-    let tiles = (head_dim + WG - 1u) / WG;
-    let index = wg.x + wg.y * nwg.x;
-    // Workgroup-uniform exit only (the shuffles need every lane).
-    if (index >= params.batch * n_heads * tiles) {
-        return;
+// One vec4 j of the state in the buffer (decode): h = dA·h + dt·x·B, stored when the lane
+// is live; returns its share of y, C·h. Nothing past n4.
+fn step_buf(k: u32, j: u32, n4: u32, tk: Token, b: vec4<f32>, c: vec4<f32>, live: bool) -> f32 {
+    if (j >= n4) {
+        return 0.0;
     }
-    let p_real = (index % tiles) * WG + lid;
-    let live = p_real < head_dim;
-    let p = min(p_real, head_dim - 1u);
-    let bh = index / tiles;
-    let b = bh / n_heads;
-    let h = bh % n_heads;
-    let g = h / (n_heads / params.ngroups);
-    let a = -exp(heads[h]);
-    let d_skip = heads[n_heads + h];
-    let dt_bias = heads[2u * n_heads + h];
-    let n4 = n_state / 4u;
-    let state_base = (bh * head_dim + p) * n4;
-
-    // One token (decode): the state streams from the buffer and back in the same loop, with
-    // no private copy (copying N floats in and out costs more than the update). The grid
-    // term (always true) keeps lavapipe from specialising the shader on len and recompiling
-    // it at every dispatch (see mamba_wgpu.linear_tex's `single`).
-    if ((len == 1u) & (nwg.y != 0u)) {
-        let tk = token(b, h, g, p, a, dt_bias);
-        var acc = 0.0;
-        for (var j0 = 0u; j0 < n4; j0 += 8u) {
-            let mine = bc_lanes(tk, j0, n4, lane, share);
-            for (var i = 0u; i < 8u; i++) {
-                let j = j0 + i;
-                if (j < n4) {
-                    let v = bc_at(tk, mine, j0, i, share);
-                    let sv = tk.da * state[state_base + j] + tk.dtx * v.b;
-                    if (live) {
-                        state[state_base + j] = sv;
-                    }
-                    acc += dot(v.c, sv);
-                }
-            }
-        }
-        if (live) {
-            y[b * params.y_stride + h * head_dim + p] = acc + d_skip * tk.xv;
-        }
-        return;
-    }
-
-    var s: array<vec4<f32>, 64>;
-    for (var j = 0u; j < n4; j++) {
-        s[j] = state[state_base + j];
-    }
-
-    for (var t = 0u; t < len; t++) {
-        let r = b * len + t;
-        let tk = token(r, h, g, p, a, dt_bias);
-        var acc = 0.0;
-        for (var j0 = 0u; j0 < n4; j0 += 8u) {
-            let mine = bc_lanes(tk, j0, n4, lane, share);
-            for (var i = 0u; i < 8u; i++) {
-                let j = j0 + i;
-                if (j < n4) {
-                    let v = bc_at(tk, mine, j0, i, share);
-                    let sv = tk.da * s[j] + tk.dtx * v.b;
-                    s[j] = sv;
-                    acc += dot(v.c, sv);
-                }
-            }
-        }
-        if (live) {
-            y[r * params.y_stride + h * head_dim + p] = acc + d_skip * tk.xv;
-        }
-    }
-
+    let sv = tk.da * state[k + j] + tk.dtx * b;
     if (live) {
-        for (var j = 0u; j < n4; j++) {
-            state[state_base + j] = s[j];
+        state[k + j] = sv;
+    }
+    return dot(c, sv);
+}
+
+// The same on the private copy of the state (prompts).
+fn step_reg(s: ptr<function, array<vec4<f32>, 64>>, j: u32, n4: u32, tk: Token, b: vec4<f32>,
+            c: vec4<f32>) -> f32 {
+    if (j >= n4) {
+        return 0.0;
+    }
+    let sv = tk.da * (*s)[j] + tk.dtx * b;
+    (*s)[j] = sv;
+    return dot(c, sv);
+}
+
+// The (sequence, head, channel p) an invocation owns, its head's constants and where its
+// state starts; valid is false for workgroups past the grid (none with the Rust-side
+// geometry), which must return as a whole (the broadcasts need every lane).
+struct Chan {
+    valid: bool,
+    b: u32,
+    h: u32,
+    g: u32,
+    p: u32,
+    live: bool,
+    a: f32,
+    d_skip: f32,
+    dt_bias: f32,
+    n4: u32,
+    state_base: u32,
+}
+
+fn chan(wg: vec3<u32>, lid: u32) -> Chan {
+    var c: Chan;
+    let head_dim = params.head_dim;
+    // The grid is (tile of p, head, sequence): no division by a runtime value to find them
+    // (CPU adapters run integer division lane by lane).
+    c.valid = wg.y < params.nheads && wg.z < params.batch;
+    let p_real = wg.x * WG + lid;
+    c.live = p_real < head_dim;
+    c.p = min(p_real, head_dim - 1u);
+    c.h = min(wg.y, params.nheads - 1u);
+    c.b = wg.z;
+    c.g = c.h / (params.nheads / params.ngroups);
+    c.a = -exp(heads[c.h]);
+    c.d_skip = heads[params.nheads + c.h];
+    c.dt_bias = heads[2u * params.nheads + c.h];
+    c.n4 = params.d_state / 4u;
+    c.state_base = ((c.b * params.nheads + c.h) * head_dim + c.p) * c.n4;
+    return c;
+}
+
+// The step entry points (decode): token after token with the state updated in the buffer
+// in the same loop, no private copy (for one token, copying N floats in and out costs more
+// than the update, and the copy's array costs the invocation its setup even unused: on
+// lavapipe a 64-vec4 private array made a one-token dispatch 40% slower).
+fn step_tokens(wg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    let c = chan(wg, lid);
+    if (!c.valid) {
+        return;
+    }
+    for (var t = 0u; t < params.len; t++) {
+        let r = c.b * params.len + t;
+        let tk = token(r, c.h, c.g, c.p, c.a, c.dt_bias);
+        var acc = 0.0;
+        for (var j0 = 0u; j0 < c.n4; j0 += 8u) {
+            let bv = row8(tk.bb, j0, c.n4, lane, share);
+            let cv = row8(tk.cb, j0, c.n4, lane, share);
+            let k = c.state_base;
+            acc += step_buf(k, j0, c.n4, tk, bv.v0, cv.v0, c.live)
+                + step_buf(k, j0 + 1u, c.n4, tk, bv.v1, cv.v1, c.live)
+                + step_buf(k, j0 + 2u, c.n4, tk, bv.v2, cv.v2, c.live)
+                + step_buf(k, j0 + 3u, c.n4, tk, bv.v3, cv.v3, c.live)
+                + step_buf(k, j0 + 4u, c.n4, tk, bv.v4, cv.v4, c.live)
+                + step_buf(k, j0 + 5u, c.n4, tk, bv.v5, cv.v5, c.live)
+                + step_buf(k, j0 + 6u, c.n4, tk, bv.v6, cv.v6, c.live)
+                + step_buf(k, j0 + 7u, c.n4, tk, bv.v7, cv.v7, c.live);
+        }
+        if (c.live) {
+            store_y(r, c.h, c.p, acc + c.d_skip * tk.xv);
+        }
+    }
+}
+
+// The walk entry points (prompts): the state's N floats in a private array of vec4s for the
+// whole prompt, read from the buffer at the start and written back at the end.
+fn walk(wg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    let c = chan(wg, lid);
+    if (!c.valid) {
+        return;
+    }
+    var s: array<vec4<f32>, 64>;
+    for (var j = 0u; j < c.n4; j++) {
+        s[j] = state[c.state_base + j];
+    }
+    for (var t = 0u; t < params.len; t++) {
+        let r = c.b * params.len + t;
+        let tk = token(r, c.h, c.g, c.p, c.a, c.dt_bias);
+        var acc = 0.0;
+        for (var j0 = 0u; j0 < c.n4; j0 += 8u) {
+            let bv = row8(tk.bb, j0, c.n4, lane, share);
+            let cv = row8(tk.cb, j0, c.n4, lane, share);
+            acc += step_reg(&s, j0, c.n4, tk, bv.v0, cv.v0)
+                + step_reg(&s, j0 + 1u, c.n4, tk, bv.v1, cv.v1)
+                + step_reg(&s, j0 + 2u, c.n4, tk, bv.v2, cv.v2)
+                + step_reg(&s, j0 + 3u, c.n4, tk, bv.v3, cv.v3)
+                + step_reg(&s, j0 + 4u, c.n4, tk, bv.v4, cv.v4)
+                + step_reg(&s, j0 + 5u, c.n4, tk, bv.v5, cv.v5)
+                + step_reg(&s, j0 + 6u, c.n4, tk, bv.v6, cv.v6)
+                + step_reg(&s, j0 + 7u, c.n4, tk, bv.v7, cv.v7);
+        }
+        if (c.live) {
+            store_y(r, c.h, c.p, acc + c.d_skip * tk.xv);
+        }
+    }
+    if (c.live) {
+        for (var j = 0u; j < c.n4; j++) {
+            state[c.state_base + j] = s[j];
         }
     }
 }

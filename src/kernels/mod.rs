@@ -93,6 +93,8 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         ssd_state_update::INFO_VEC4,
         ssd_scan_seq::INFO,
         ssd_scan_seq::INFO_SUBGROUP,
+        ssd_scan_seq::INFO_STEP,
+        ssd_scan_seq::INFO_STEP_SUBGROUP,
         stream_read::INFO,
         stream_read_tex::INFO,
         fma_probe::INFO,

@@ -36,8 +36,8 @@ use crate::kernels::ssd_state_update::{
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba2Config};
 use crate::model::lm::{
-    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, Fuse, Lm, LmDims, Mixer, Rec, Session,
-    SessionOptions,
+    matrix, mixer_io_shapes, shell_shapes, vector, ConvFuse, Fuse, Lm, LmDims, Mixer, NormFuse,
+    Rec, Session, SessionOptions,
 };
 use crate::model::plan::Plan;
 use crate::model::weights::{RandomWeights, WeightSource};
@@ -66,6 +66,7 @@ struct Kernels {
     state_update: SsdStateUpdate,
     /// The sequential walk: prefill on CPU adapters (see `record`).
     scan_seq: SsdScanSeq,
+    scan_step: SsdScanSeq,
     norm: RmsnormGated,
 }
 
@@ -173,6 +174,7 @@ impl Mamba2 {
             chunk_scan: SsdChunkScan::new(&ctx)?,
             state_update: SsdStateUpdate::for_d_state(&ctx, cfg.d_state as u32)?,
             scan_seq: SsdScanSeq::new(&ctx)?,
+            scan_step: SsdScanSeq::step(&ctx)?,
             norm: RmsnormGated::new(&ctx)?,
         };
         let dims = Self::lm_dims(&cfg, options);
@@ -357,8 +359,23 @@ impl Mixer for Mamba2Mixer {
             y_stride: e,
             dt_min,
             dt_max,
+            // z, when gated: the in_proj output's first d_inner columns.
+            z_offset: 0,
             ..Default::default()
         };
+        // CPU adapters (lavapipe) walk the tokens one by one with each channel's state in the
+        // invocation, for prefill and decode: one dispatch with no barriers instead of the
+        // four chunked ones, whose workgroup-memory tiles and barriers cost far more there
+        // (a 512-token mamba2-130m layer: 214 ms chunked, 60 ms walked; decode 1.06 ms with
+        // ssd_state_update's reduction, 0.6 walked). GPUs keep the chunked matmul form.
+        // Decoding with the block norm fused into in_proj (one sequence, texture weights),
+        // the walk also applies the gate, silu(z), and out_proj the RMSNorm that is then left
+        // of the gated norm: one dispatch fewer per layer. That needs the norm over all of
+        // d_inner (one group) taken after the gate, Mamba-2's default.
+        // The product fusion conditions mirror what Lm::linear_fused requires.
+        let walk = ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(1));
+        let fuse_gate =
+            walk && r.norm.is_some() && l.out_proj.is_texture() && g == 1 && !c.norm_before_gate;
         if fuse_conv {
             // Done in in_proj.
         } else if r.decode {
@@ -377,14 +394,14 @@ impl Mixer for Mamba2Mixer {
             state: &r.states[1],
             y: &a[Y],
         };
-        // CPU adapters (lavapipe) walk the tokens one by one with each channel's state in the
-        // invocation, for prefill and decode: one dispatch with no barriers instead of the
-        // four chunked ones, whose workgroup-memory tiles and barriers cost far more there
-        // (a 512-token mamba2-130m layer: 214 ms chunked, 60 ms walked; decode 1.06 ms with
-        // ssd_state_update's reduction, 0.6 walked). GPUs keep the chunked matmul form.
-        if ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(1)) {
+        if walk {
+            let seq_params = move |len| SsdScanSeqParams {
+                gate: fuse_gate as u32,
+                ..seq_params(len)
+            };
             plan.push(cap, seq_params, SsdScanSeq::workgroups, |prm| {
-                k.scan_seq.bind(ctx, prm, ssd_bufs)
+                let kernel = if r.decode { &k.scan_step } else { &k.scan_seq };
+                kernel.bind(ctx, prm, ssd_bufs)
             });
         } else if r.decode {
             plan.push(
@@ -510,34 +527,37 @@ impl Mixer for Mamba2Mixer {
                 },
             );
         }
-        let (eps, group, nbg) = (c.eps, e / g, c.norm_before_gate as u32);
-        plan.push(
-            cap,
-            move |len| RmsnormGatedParams {
-                rows: b * len,
-                cols: e,
-                group,
-                eps,
-                z_offset: 0,
-                z_stride: w,
-                norm_before_gate: nbg,
-                ..Default::default()
-            },
-            RmsnormGated::workgroups,
-            |prm| {
-                let bufs = RmsnormGatedBuffers {
-                    y: &a[Y],
-                    z: &a[ZX],
-                    weight: &l.norm.buffer,
-                    out: &a[YN],
-                };
-                k.norm.bind(ctx, prm, bufs)
-            },
-        );
+        let eps = c.eps;
+        if !fuse_gate {
+            let (group, nbg) = (e / g, c.norm_before_gate as u32);
+            plan.push(
+                cap,
+                move |len| RmsnormGatedParams {
+                    rows: b * len,
+                    cols: e,
+                    group,
+                    eps,
+                    z_offset: 0,
+                    z_stride: w,
+                    norm_before_gate: nbg,
+                    ..Default::default()
+                },
+                RmsnormGated::workgroups,
+                |prm| {
+                    let bufs = RmsnormGatedBuffers {
+                        y: &a[Y],
+                        z: &a[ZX],
+                        weight: &l.norm.buffer,
+                        out: &a[YN],
+                    };
+                    k.norm.bind(ctx, prm, bufs)
+                },
+            );
+        }
         lm.linear_fused(
             plan,
             r,
-            &a[YN],
+            if fuse_gate { &a[Y] } else { &a[YN] },
             e,
             &l.out_proj,
             l.out_proj_bias.as_ref(),
@@ -545,6 +565,10 @@ impl Mixer for Mamba2Mixer {
             dm,
             all,
             Fuse {
+                norm: fuse_gate.then_some(NormFuse {
+                    weight: &l.norm.buffer,
+                    eps,
+                }),
                 accumulate: r.accumulate_mix,
                 ..Default::default()
             },

@@ -29,6 +29,7 @@ use mamba_wgpu::kernels::ssd_state_update::{
     check_params, SsdStateUpdate, SsdStateUpdateBuffers, SsdStateUpdateParams, MAX_D_STATE,
 };
 use mamba_wgpu::reference::rmsnorm_gated::rmsnorm_gated;
+use mamba_wgpu::reference::selective_scan::silu;
 use mamba_wgpu::reference::ssd_step::ssd_state_update;
 
 use crate::common::*;
@@ -667,7 +668,8 @@ fn rmsnorm_gated_folds_past_65535_workgroups() {
 
 /// Runs all of the problem's steps as one prompt through ssd_scan_seq (rows b·len + t, the
 /// prefill layout) and compares every token's y and the final state with the twin stepped
-/// token by token, and with the f64 recurrence when `f64_check`.
+/// token by token, and with the f64 recurrence when `f64_check`; then again with the gate
+/// on, against the twin's y times silu(z) for z in the in_proj rows' first d_inner columns.
 fn check_seq(what: &str, pr: &Problem, f64_check: bool) {
     let ctx = ctx();
     let step = pr.params();
@@ -711,16 +713,37 @@ fn check_seq(what: &str, pr: &Problem, f64_check: bool) {
     };
     check_seq_params(&params).unwrap();
     let (xbc_b, dt_b, heads_b) = (upload(&xbc), upload(&in_proj), upload(&heads));
-    let variants = if ctx.features().subgroup {
+    // The gated run: z (from -6 to 6, both tails of silu) in columns 0..d_inner of the
+    // in_proj rows, which the ungated run must not read (they are NaN there).
+    let d_inner = pr.s.d_inner();
+    let z = rand_vec(400 + pr.s.h as u64, batch * len * d_inner, -6.0, 6.0);
+    let mut gated_in = in_proj.clone();
+    let mut want_gated = want_y.clone();
+    for r in 0..batch * len {
+        gated_in[r * iw..][..d_inner].copy_from_slice(&z[r * d_inner..][..d_inner]);
+        for c in 0..d_inner {
+            want_gated[r * ys + c] *= silu(z[r * d_inner + c]);
+        }
+    }
+    let gated_b = upload(&gated_in);
+    let gated = SsdScanSeqParams {
+        gate: 1,
+        z_offset: 0,
+        ..params
+    };
+    let lanes = if ctx.features().subgroup {
         vec![false, true]
     } else {
         vec![false]
     };
-    for subgroup in variants {
-        let what = format!("{what} (subgroup {subgroup})");
+    // Every lane header with both paths: the walk, and the step (the decode kernel, which
+    // takes any number of tokens).
+    let variants = lanes.iter().flat_map(|&sg| [(sg, false), (sg, true)]);
+    for (subgroup, step) in variants {
+        let what = format!("{what} (subgroup {subgroup}, step {step})");
         let state_b = upload(&pr.state0);
         let y_b = upload(&vec![Y_PAD; want_y.len()]);
-        let d = SsdScanSeq::variant(ctx, subgroup).unwrap().bind(
+        let d = SsdScanSeq::variant(ctx, subgroup, step).unwrap().bind(
             ctx,
             &params,
             SsdScanSeqBuffers {
@@ -733,6 +756,23 @@ fn check_seq(what: &str, pr: &Problem, f64_check: bool) {
         );
         run(ctx, &[&d]).unwrap();
         check_seq_out(&what, pr, &y_b, &state_b, &want_y, &want_state, f64_check);
+
+        let state_b = upload(&pr.state0);
+        let y_b = upload(&vec![Y_PAD; want_y.len()]);
+        let d = SsdScanSeq::variant(ctx, subgroup, step).unwrap().bind(
+            ctx,
+            &gated,
+            SsdScanSeqBuffers {
+                xbc: &xbc_b,
+                dt_raw: &gated_b,
+                heads: &heads_b,
+                state: &state_b,
+                y: &y_b,
+            },
+        );
+        run(ctx, &[&d]).unwrap();
+        let what = format!("{what}, gated");
+        check_seq_out(&what, pr, &y_b, &state_b, &want_gated, &want_state, false);
     }
 }
 
@@ -771,7 +811,8 @@ fn check_seq_out(
 fn ssd_scan_seq_walks_prompts_like_the_steps() {
     // mamba2-130m's heads, groups, P around the 64-channel tile (63, 64, 65), N of 4 (one
     // vec4), 12 and 36 (not a multiple of the 8 vec4s the lanes share) and the 256 maximum;
-    // prompts of 1, 2, 5 and 9 tokens (1 takes the decode path). Widths are multiples of 4, as the kernel requires.
+    // prompts of 1, 2, 5 and 9 tokens, each through the walk and the step. Widths are
+    // multiples of 4, as the kernel requires.
     for (i, &(s, len)) in [
         (shape(1, 24, 1, 64, 128), 5),
         (shape(3, 6, 2, 12, 32), 9),
@@ -780,8 +821,8 @@ fn ssd_scan_seq_walks_prompts_like_the_steps() {
         (shape(1, 4, 2, 63, 36), 1),
         (shape(1, 4, 1, 1, 4), 9),
         (shape(2, 2, 2, 16, 256), 2),
-        // One token (the decode path, state updated in the buffer): several sequences, P
-        // past the tile, N not a multiple of the 8 shared vec4s, the maximum N.
+        // One token (what the step decodes): several sequences, P past the tile, N not a
+        // multiple of the 8 shared vec4s, the maximum N.
         (shape(3, 6, 2, 12, 32), 1),
         (shape(2, 4, 1, 65, 12), 1),
         (shape(1, 24, 1, 64, 128), 1),
@@ -853,6 +894,11 @@ fn ssd_scan_seq_checks_params() {
         SsdScanSeqParams { x_stride: 42, ..ok },
         SsdScanSeqParams { b_offset: 2, ..ok },
         SsdScanSeqParams { c_offset: 7, ..ok },
+        // More sequences than one grid dimension holds.
+        SsdScanSeqParams {
+            batch: 65_536,
+            ..ok
+        },
     ] {
         assert!(check_seq_params(&bad).is_err(), "{bad:?}");
     }
