@@ -21,7 +21,7 @@
 //           The lane header declares the entry point `main`, which calls linear() below
 //           with the invocation's lane (0..7) and whether x is shared across lanes: with
 //           subgroups of 8 or more lanes, lanes 0..7 each load one vec4 of x and every lane
-//           takes the others' by subgroupBroadcast from fixed lanes (share8), so one
+//           takes the others' by subgroupBroadcast/subgroupShuffle (share8, shuffle), so one
 //           load instruction brings 8 vec4s; without, every lane loads all of x itself.
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
 //           bias, bit 1: accumulate into y, bit 2: conv step, bit 3: conv bias, bit 4:
@@ -259,33 +259,45 @@ fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
         let norm = (params.flags & 16u) != 0u;
         var ss = 0.0;
         for (var i0 = 0u; i0 < blocks; i0 += 4u) {
+            var mine = vec4<f32>(0.0);
             if (share) {
                 let v = 2u * i0 + lane;
-                var mine = x[xb + min(v, vecs - 1u)];
+                mine = x[xb + min(v, vecs - 1u)];
                 if (norm) {
                     if (v < vecs) {
                         ss += dot(mine, mine);
                     }
                     mine *= norm_w[min(v, vecs - 1u)];
                 }
-                // Block i0 + j is lanes 2j (columns 0..3) and 2j + 1 (4..7): taken from fixed
-                // lanes by share8 (a shuffle by a variable lane loops over the lanes on
-                // lavapipe; a broadcast from a constant one is one extract).
+            }
+            // Block i0 + j is lanes 2j (columns 0..3) and 2j + 1 (4..7) of the shared x.
+            if (share && X_FIXED_LANES) {
+                // All four blocks from fixed lanes by share8, unrolled.
                 let xs = share8(mine);
                 acc += tile(o0, o1, o2, o3, i0, blocks, xs.l0, xs.h0)
                     + tile(o0, o1, o2, o3, i0 + 1u, blocks, xs.l1, xs.h1)
                     + tile(o0, o1, o2, o3, i0 + 2u, blocks, xs.l2, xs.h2)
                     + tile(o0, o1, o2, o3, i0 + 3u, blocks, xs.l3, xs.h3);
             } else {
-                for (var i = i0; i < min(i0 + 4u, blocks); i++) {
-                    var xl = x[xb + 2u * i];
-                    var xh = x[xb + 2u * i + 1u];
-                    if (norm) {
-                        ss += dot(xl, xl) + dot(xh, xh);
-                        xl *= norm_w[2u * i];
-                        xh *= norm_w[2u * i + 1u];
+                for (var j = 0u; j < 4u; j++) {
+                    let i = i0 + j;
+                    if (i < blocks) {
+                        var xl: vec4<f32>;
+                        var xh: vec4<f32>;
+                        if (share) {
+                            xl = shuffle(mine, 2u * j);
+                            xh = shuffle(mine, 2u * j + 1u);
+                        } else {
+                            xl = x[xb + 2u * i];
+                            xh = x[xb + 2u * i + 1u];
+                            if (norm) {
+                                ss += dot(xl, xl) + dot(xh, xh);
+                                xl *= norm_w[2u * i];
+                                xh *= norm_w[2u * i + 1u];
+                            }
+                        }
+                        acc += tile(o0, o1, o2, o3, i, blocks, xl, xh);
                     }
-                    acc += tile(o0, o1, o2, o3, i, blocks, xl, xh);
                 }
             }
         }

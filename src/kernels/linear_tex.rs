@@ -159,6 +159,10 @@ macro_rules! f32_header {
 @group(0) @binding(2) var w: texture_storage_2d<rgba32float, read>;
 // Texels per row of a [n, k] weight: 4 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 4u; }
+// A one-row product takes its four blocks of shared x from fixed lanes (share8), unrolled:
+// on lavapipe a shuffle by a variable lane loops over the lanes, and this was 4-7% faster per
+// decoded token with f32 weights, but 3-8% slower with f16 ones, which keep the shuffle loop.
+const X_FIXED_LANES: bool = true;
 // Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
 struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
 fn w_block(o: vec2<u32>, i: u32) -> WBlock {
@@ -177,6 +181,8 @@ macro_rules! f16_header {
 @group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>;
 // Texels per row of a [n, k] weight: 8 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
+// x by the shuffle loop in one-row products (see the f32 header).
+const X_FIXED_LANES: bool = false;
 // Four f16 bit patterns (in the low 16 bits) as f32, exact for every finite f16 (the loader
 // stores no Inf or NaN). Normal halves: exponent and significand shifted into place and the
 // bias moved from 15 to 127 (+112 << 23). Subnormal halves and zero: significand · 2^-24, so
@@ -205,6 +211,8 @@ macro_rules! f16_unpack_header {
 @group(0) @binding(2) var w: texture_storage_2d<rgba32uint, read>;
 // Texels per row of a [n, k] weight: 8 values each.
 fn w_texels_per_row(k: u32) -> u32 { return k / 8u; }
+// x by the shuffle loop in one-row products (see the f32 header).
+const X_FIXED_LANES: bool = false;
 // Columns 8i .. 8i + 3 (lo) and 8i + 4 .. 8i + 7 (hi) of a row.
 struct WBlock { lo: vec4<f32>, hi: vec4<f32> }
 fn w_block(o: vec2<u32>, i: u32) -> WBlock {
@@ -224,6 +232,7 @@ macro_rules! plain_lanes {
     () => {
         "// Lanes: every invocation loads all of x itself (no subgroup operations).
 fn share8(v: vec4<f32>) -> X8 { return X8(v, v, v, v, v, v, v, v); }
+fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return v; }
 // Every lane has summed all of x itself.
 fn sum8(v: f32, share: bool) -> f32 { return v; }
 @compute @workgroup_size(WG)
@@ -238,13 +247,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 macro_rules! subgroup_lanes {
     () => {
         "// Lanes: x shared across subgroups of 8 or more lanes (lanes 0..7 load, all read them by
-// broadcast from fixed lanes); narrower subgroups load it all themselves.
+// broadcast or shuffle); narrower subgroups load it all themselves.
 fn share8(v: vec4<f32>) -> X8 {
     return X8(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u),
               subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u),
               subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
               subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
+fn shuffle(v: vec4<f32>, j: u32) -> vec4<f32> { return subgroupShuffle(v, j); }
 // The sum over the 8 lanes that shared x (lanes l ^ 1, l ^ 2, l ^ 4 of each group of 8).
 fn sum8(v: f32, share: bool) -> f32 {
     if (!share) {
