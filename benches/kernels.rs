@@ -349,6 +349,42 @@ fn benches(c: &mut Criterion) {
         &d,
     );
 
+    // One decoded token as the model runs it: dt_proj (rank 48) applied in the kernel to the
+    // x_proj row [dt_in, B, C], its weight packed after the constants (see pack_ssm).
+    let ssm_rank = buf(
+        &ctx,
+        ((E * (N + 2)).next_multiple_of(4) + E * R) as usize,
+        0.01,
+    );
+    let step = SelectiveScanParams {
+        len: 1,
+        dt_offset: 0,
+        dt_stride: R + 2 * N,
+        dt_rank: R,
+        ..p
+    };
+    let d = SelectiveStateUpdate::new(&ctx).unwrap().bind(
+        &ctx,
+        &step,
+        SelectiveScanBuffers {
+            dt: &dbc,
+            bc: &dbc,
+            x: &out,
+            z: &xz,
+            ssm: &ssm_rank,
+            state: &state,
+            y: &yb,
+        },
+    );
+    time(
+        c,
+        "selective_state_update",
+        "decode_1536_n16_rank48",
+        Throughput::Elements((E * N) as u64),
+        &ctx,
+        &d,
+    );
+
     // Texture-stored in_proj weights (the path CPU adapters take): decode (m = 1, bytes of
     // weights streamed) and a 128-token prefill (FLOPs), f32 and f16.
     let (n, k) = (2 * E, D);

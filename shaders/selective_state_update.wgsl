@@ -28,7 +28,7 @@
 // Lanes:    a Rust-side header (src/kernels/selective_state_update.rs) declares the entry
 //           point `main`, which calls update() with the lane (0..7) and whether values are
 //           shared: with subgroups of 8 or more lanes, lanes 0..7 load 8 consecutive values of
-//           B, of C and of dt_proj's input and every lane takes them by subgroupShuffle (one
+//           B, of C and of dt_proj's input and every lane takes them by subgroupBroadcast (one
 //           load instruction for eight, which is what costs on CPU adapters); without, every
 //           lane loads them itself.
 // Math:     Δ = softplus(dt + dt_bias) (x if x > 20 else log1p(exp(x))), A = -exp(A_log),
@@ -112,69 +112,58 @@ fn delta(r: u32, d: u32, dt_bias: f32, lane: u32, share: bool) -> f32 {
     // vec4 index of the channel's row: w0 / 4 + d * k4 / 4.
     var w = (d_inner * (params.d_state + 2u) + 3u) / 4u + d * ((rank + 3u) / 4u);
     var acc = 0.0;
+    let last = rank - 1u;
     for (var j0 = 0u; j0 < rank; j0 += 8u) {
-        // Shared: lane l holds dt_in[j0 + l] and the lanes exchange them.
-        var mine = 0.0;
-        if (share) {
-            mine = dt[base + min(j0 + lane, rank - 1u)];
+        // dt_in[j0 .. j0 + 7] (clamped to the last); shared: lane l loads j0 + l.
+        let v = row8(dt[base + min(j0 + lane, last)], base, j0, last, share, 1u);
+        // Columns past k meet W's zero padding with x = 0 (never the next row's B).
+        let col = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
+        acc += dot(ssm[w], select(vec4<f32>(0.0), v.lo, col < vec4<u32>(rank)));
+        if (j0 + 4u < rank) {
+            acc += dot(ssm[w + 1u], select(vec4<f32>(0.0), v.hi, col + 4u < vec4<u32>(rank)));
         }
-        for (var q = 0u; q < 2u; q++) {
-            let jq = j0 + 4u * q;
-            if (jq < rank) {
-                let wv = ssm[w];
-                w += 1u;
-                // Columns past k meet W's zero padding with x = 0 (never the next row's B).
-                var xv = vec4<f32>(0.0);
-                for (var i = 0u; i < 4u; i++) {
-                    let j = jq + i;
-                    var v: f32;
-                    if (share) {
-                        v = shuffle1(mine, 4u * q + i);
-                    } else {
-                        v = dt[base + min(j, rank - 1u)];
-                    }
-                    xv[i] = select(0.0, v, j < rank);
-                }
-                acc += dot(wv, xv);
-            }
-        }
+        w += 2u;
     }
     return softplus(acc + dt_bias);
 }
 
-// B or C of one token for the register path (N <= 16), states n0 .. n0 + 3 (n0 a multiple of
-// 4), 0 past N. Shared: lane l holds the row's values n = l (lo) and 8 + l (hi).
-fn bc4s(base: u32, n0: u32, n_state: u32, lo: f32, hi: f32, share: bool) -> vec4<f32> {
-    if (!share) {
-        return bc4(base, n0, n_state);
-    }
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        let n = n0 + i;
-        var x: f32;
-        if (n < 8u) {
-            x = shuffle1(lo, n);
-        } else {
-            x = shuffle1(hi, n - 8u);
-        }
-        v[i] = select(0.0, x, n < n_state);
-    }
-    return v;
+// Eight consecutive values of a row as two vec4s.
+struct V8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
 }
 
-// bc[base + n0 + i] for the lanes n0 + i < N, 0 past N (so those lanes of h stay 0).
-fn bc4(base: u32, n0: u32, n_state: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if (n0 + i < n_state) {
-            v[i] = bc[base + n0 + i];
+// Values j0 .. j0 + 7 of the row at base in buffer `which` (1: dt, 2: bc), each index clamped
+// to last. Shared: lane l has loaded value j0 + l as `mine` and every lane takes all eight
+// from fixed lanes (spread; on lavapipe a shuffle by a variable lane loops over the lanes,
+// a broadcast from a constant one is one extract); otherwise each lane loads the eight.
+fn row8(mine: f32, base: u32, j0: u32, last: u32, share: bool, which: u32) -> V8 {
+    if (share) {
+        return spread(mine);
+    }
+    var v: array<f32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        let k = base + min(j0 + i, last);
+        if (which == 1u) {
+            v[i] = dt[k];
+        } else {
+            v[i] = bc[k];
         }
     }
-    return v;
+    return V8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+// v with the lanes n0 + i >= N set to 0 (so those lanes of h stay 0).
+fn below(v: vec4<f32>, n0: u32, n_state: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), v, vec4<u32>(n0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(n_state));
 }
 
 // A[d, n0 + i] = -exp(A_log[d, n0 + i]) for the lanes below N, 0 past N.
 fn a4(d: u32, n0: u32, n_state: u32) -> vec4<f32> {
+    if (n_state % 4u == 0u) {
+        // Whole vec4s of the constants (d·N + n0 is a multiple of 4).
+        return below(-exp(ssm[(d * n_state + n0) / 4u]), n0, n_state);
+    }
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (n0 + i < n_state) {
@@ -249,35 +238,32 @@ fn update(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
             let r = b * len + t;
             let bb = params.bc_offset + r * params.bc_stride;
             let cb = bb + n_state;
-            var b_lo = 0.0;
-            var b_hi = 0.0;
-            var c_lo = 0.0;
-            var c_hi = 0.0;
-            if (share) {
-                b_lo = bc[bb + min(lane, last)];
-                c_lo = bc[cb + min(lane, last)];
-                if (n_state > 8u) {
-                    b_hi = bc[bb + min(8u + lane, last)];
-                    c_hi = bc[cb + min(8u + lane, last)];
-                }
+            // B and C, states 0..7 and 8..15 (clamped to N - 1, masked to 0 past N below).
+            let b0 = row8(bc[bb + min(lane, last)], bb, 0u, last, share, 2u);
+            let c0 = row8(bc[cb + min(lane, last)], cb, 0u, last, share, 2u);
+            var b1 = V8(vec4<f32>(0.0), vec4<f32>(0.0));
+            var c1 = V8(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (n_state > 8u) {
+                b1 = row8(bc[bb + min(8u + lane, last)], bb, 8u, last, share, 2u);
+                c1 = row8(bc[cb + min(8u + lane, last)], cb, 8u, last, share, 2u);
             }
             let dlt = delta(r, d, dt_bias, lane, share);
             let xv = x[params.x_offset + r * params.x_stride + d];
             let dx = dlt * xv;
             // Blocks wholly past N are skipped (a uniform branch); their lanes stay 0.
-            h0 = exp(dlt * a0) * h0 + dx * bc4s(bb, 0u, n_state, b_lo, b_hi, share);
-            var s = dot(bc4s(cb, 0u, n_state, c_lo, c_hi, share), h0);
+            h0 = exp(dlt * a0) * h0 + dx * below(b0.lo, 0u, n_state);
+            var s = dot(below(c0.lo, 0u, n_state), h0);
             if (n_state > 4u) {
-                h1 = exp(dlt * a1) * h1 + dx * bc4s(bb, 4u, n_state, b_lo, b_hi, share);
-                s += dot(bc4s(cb, 4u, n_state, c_lo, c_hi, share), h1);
+                h1 = exp(dlt * a1) * h1 + dx * below(b0.hi, 4u, n_state);
+                s += dot(below(c0.hi, 4u, n_state), h1);
             }
             if (n_state > 8u) {
-                h2 = exp(dlt * a2) * h2 + dx * bc4s(bb, 8u, n_state, b_lo, b_hi, share);
-                s += dot(bc4s(cb, 8u, n_state, c_lo, c_hi, share), h2);
+                h2 = exp(dlt * a2) * h2 + dx * below(b1.lo, 8u, n_state);
+                s += dot(below(c1.lo, 8u, n_state), h2);
             }
             if (n_state > 12u) {
-                h3 = exp(dlt * a3) * h3 + dx * bc4s(bb, 12u, n_state, b_lo, b_hi, share);
-                s += dot(bc4s(cb, 12u, n_state, c_lo, c_hi, share), h3);
+                h3 = exp(dlt * a3) * h3 + dx * below(b1.hi, 12u, n_state);
+                s += dot(below(c1.hi, 12u, n_state), h3);
             }
             if (live) {
                 y[r * params.y_stride + d] =

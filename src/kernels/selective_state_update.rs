@@ -34,7 +34,7 @@ pub const INFO: ShaderInfo = ShaderInfo {
     source: concat!(
         "// mamba_wgpu.selective_state_update: shaders/selective_state_update.wgsl, every lane
 // loading what it reads.
-fn shuffle1(v: f32, i: u32) -> f32 { return v; }
+fn spread(v: f32) -> V8 { return V8(vec4<f32>(v), vec4<f32>(v)); }
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -54,7 +54,12 @@ pub const INFO_SUBGROUP: ShaderInfo = ShaderInfo {
     source: concat!(
         "// mamba_wgpu.selective_state_update_subgroup: shaders/selective_state_update.wgsl, B, C
 // and dt_proj's input shared across subgroups of 8 or more lanes.
-fn shuffle1(v: f32, i: u32) -> f32 { return subgroupShuffle(v, i); }
+fn spread(v: f32) -> V8 {
+    return V8(vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u),
+                        subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
+              vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
+                        subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
+}
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
