@@ -17,14 +17,14 @@
 //           x_stride, b_offset, c_offset and N are multiples of 4 (checked on the Rust side),
 //           so B and C rows are whole vec4s.
 // Entry:    Rust-side headers (src/kernels/ssd_scan_seq.rs) declare the entry point `main`,
-//           `entry`, which it calls, and `spread`. entry runs walk (prompts: the state in a
-//           private array for the whole prompt) or step_tokens (decode: the state updated in
-//           the buffer at each token) with the invocation's lane (0..7) and whether B and C
-//           are shared: with subgroups of 8 or more lanes, lanes 0..7 load 8
-//           consecutive vec4s of B (and of C) at once and every lane takes them by
-//           subgroupBroadcast from fixed lanes (one load for eight; a broadcast from a
-//           constant lane is one extract where a shuffle by index loops over the lanes on
-//           lavapipe); without, every lane loads them itself.
+//           `entry`, which it calls, `spread` and `shuffle`. entry runs walk (prompts: the
+//           state in a private array for the whole prompt) or step_tokens (decode: the state
+//           updated in the buffer at each token) with the invocation's lane (0..7) and
+//           whether B and C are shared: with subgroups of 8 or more lanes, lanes 0..7 load 8
+//           consecutive vec4s of B (and of C) at once and every lane takes them, in the step
+//           by subgroupBroadcast from fixed lanes (spread: a broadcast from a constant lane is
+//           one extract where a shuffle by index loops over the lanes on lavapipe), in the
+//           walk by subgroupShuffle (see walk); without, every lane loads them itself.
 // Params:   20 x 4 bytes, mirrored by `SsdScanSeqParams` in src/kernels/ssd_scan_seq.rs.
 // Geometry: workgroups of 64 invocations, one per channel p of a tile of 64; a workgroup owns
 //           one (b, h), so dt, dA, B and C are read at lane-uniform addresses (one load for
@@ -160,17 +160,6 @@ fn step_buf(k: u32, j: u32, n4: u32, tk: Token, b: vec4<f32>, c: vec4<f32>, live
     return dot(c, sv);
 }
 
-// The same on the private copy of the state (prompts).
-fn step_reg(s: ptr<function, array<vec4<f32>, 64>>, j: u32, n4: u32, tk: Token, b: vec4<f32>,
-            c: vec4<f32>) -> f32 {
-    if (j >= n4) {
-        return 0.0;
-    }
-    let sv = tk.da * (*s)[j] + tk.dtx * b;
-    (*s)[j] = sv;
-    return dot(c, sv);
-}
-
 // The (sequence, head, channel p) an invocation owns, its head's constants and where its
 // state starts; valid is false for workgroups past the grid (none with the Rust-side
 // geometry), which must return as a whole (the broadcasts need every lane).
@@ -255,17 +244,34 @@ fn walk(wg: vec3<u32>, lid: u32, lane: u32, share: bool) {
         let r = c.b * params.len + t;
         let tk = token(r, c.h, c.g, c.p, c.a, c.dt_bias);
         var acc = 0.0;
+        // B and C by a shuffle loop here, not row8's unrolled broadcasts: beside the private
+        // array the unrolled form ran 9% slower on lavapipe (62 vs 68 ms for a 512-token
+        // mamba2-130m layer), while the step gains a little from it.
         for (var j0 = 0u; j0 < c.n4; j0 += 8u) {
-            let bv = row8(tk.bb, j0, c.n4, lane, share);
-            let cv = row8(tk.cb, j0, c.n4, lane, share);
-            acc += step_reg(&s, j0, c.n4, tk, bv.v0, cv.v0)
-                + step_reg(&s, j0 + 1u, c.n4, tk, bv.v1, cv.v1)
-                + step_reg(&s, j0 + 2u, c.n4, tk, bv.v2, cv.v2)
-                + step_reg(&s, j0 + 3u, c.n4, tk, bv.v3, cv.v3)
-                + step_reg(&s, j0 + 4u, c.n4, tk, bv.v4, cv.v4)
-                + step_reg(&s, j0 + 5u, c.n4, tk, bv.v5, cv.v5)
-                + step_reg(&s, j0 + 6u, c.n4, tk, bv.v6, cv.v6)
-                + step_reg(&s, j0 + 7u, c.n4, tk, bv.v7, cv.v7);
+            var mb = vec4<f32>(0.0);
+            var mc = vec4<f32>(0.0);
+            if (share) {
+                let jl = min(j0 + lane, c.n4 - 1u);
+                mb = xbc[tk.bb + jl];
+                mc = xbc[tk.cb + jl];
+            }
+            for (var i = 0u; i < 8u; i++) {
+                let j = j0 + i;
+                if (j < c.n4) {
+                    var vb: vec4<f32>;
+                    var vc: vec4<f32>;
+                    if (share) {
+                        vb = shuffle(mb, i);
+                        vc = shuffle(mc, i);
+                    } else {
+                        vb = xbc[tk.bb + j];
+                        vc = xbc[tk.cb + j];
+                    }
+                    let sv = tk.da * s[j] + tk.dtx * vb;
+                    s[j] = sv;
+                    acc += dot(vc, sv);
+                }
+            }
         }
         if (c.live) {
             store_y(r, c.h, c.p, acc + c.d_skip * tk.xv);

@@ -144,6 +144,7 @@ macro_rules! plain_lanes {
     () => {
         "// Lanes: every lane loads B and C itself (no subgroup operations).
 fn spread(v: vec4<f32>) -> V8 { return V8(v, v, v, v, v, v, v, v); }
+fn shuffle(v: vec4<f32>, i: u32) -> vec4<f32> { return v; }
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     entry(wg, lid, 0u, false);
@@ -161,6 +162,7 @@ fn spread(v: vec4<f32>) -> V8 {
               subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u),
               subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u));
 }
+fn shuffle(v: vec4<f32>, i: u32) -> vec4<f32> { return subgroupShuffle(v, i); }
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
