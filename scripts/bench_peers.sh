@@ -14,11 +14,14 @@
 # GEN tokens, batch 1) with the ratio mamba-wgpu / llama.cpp. Both sides see random weights of
 # the same dimensions; llama-bench feeds random token ids, our bench a fixed pseudo-random prompt.
 # Our bench times one run after a warm-up; llama-bench averages REPS runs after its own warm-up.
+# With --rounds N the pair (llama.cpp, ours) runs N times in turn for each (preset, dtype) and
+# the table gives each side's median and the median (and range) of the per-round ratios: on a
+# machine shared with other work, single runs of either side can drift by a factor of two.
 #
 # Usage (from anywhere; paths are resolved from this file):
 #
 #   scripts/bench_peers.sh [--presets mamba-130m,mamba2-130m] [--dtypes f32,f16]
-#                          [--prompt 512] [--gen 128] [--threads 2] [--reps 1]
+#                          [--prompt 512] [--gen 128] [--threads 2] [--reps 1] [--rounds 1]
 #                          [--cpu] [--skip-build] [--no-deps] [--no-ours]
 #
 #   --skip-build  reuse $PEERS_DIR/build-vulkan/bin/llama-bench (fails if it is not there)
@@ -64,6 +67,7 @@ PROMPT=512
 GEN=128
 THREADS=2
 REPS=1
+ROUNDS=1
 CPU=0
 SKIP_BUILD=0
 DEPS=1
@@ -77,6 +81,7 @@ while [ $# -gt 0 ]; do
         --gen) GEN="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
         --reps) REPS="$2"; shift 2 ;;
+        --rounds) ROUNDS="$2"; shift 2 ;;
         --cpu) CPU=1; shift ;;
         --skip-build) SKIP_BUILD=1; shift ;;
         --no-deps) DEPS=0; shift ;;
@@ -180,7 +185,7 @@ for p in "${presets[@]}"; do
     done
 done
 
-# --- 5. the benches, one after the other ----------------------------------------------------
+# --- 5. the benches, one after the other (round after round) ---------------------------------
 OURS_BIN="$ROOT/target/release/examples/bench"
 if [ "$OURS" = 1 ]; then
     log "building mamba-wgpu's bench example"
@@ -188,9 +193,10 @@ if [ "$OURS" = 1 ]; then
 fi
 for p in "${presets[@]}"; do
     for d in "${dtypes[@]}"; do
+      for r in $(seq 1 "$ROUNDS"); do
         f="$GGUF_DIR/$p-$d.gguf"
-        tag="$p-$d-pp$PROMPT-tg$GEN"
-        log "llama.cpp Vulkan: $p $d"
+        tag="$p-$d-pp$PROMPT-tg$GEN-r$r"
+        log "llama.cpp Vulkan: $p $d (round $r of $ROUNDS)"
         "$LLAMA_BENCH" -m "$f" -p "$PROMPT" -n "$GEN" -t "$THREADS" -r "$REPS" -o json \
             >"$OUT/llama-vulkan-$tag.json" 2>"$OUT/llama-vulkan-$tag.log" ||
             log "llama-bench (Vulkan) failed, see $OUT/llama-vulkan-$tag.log"
@@ -208,16 +214,18 @@ for p in "${presets[@]}"; do
                 >"$OUT/ours-$tag.txt" 2>"$OUT/ours-$tag.log" ||
                 log "mamba-wgpu bench failed, see $OUT/ours-$tag.log"
         fi
+      done
     done
 done
 
 # --- 6. the table ---------------------------------------------------------------------------
-"$VENV/bin/python" - "$OUT" "$PROMPT" "$GEN" "$CPU" "$PRESETS" "$DTYPES" "$PIN" <<'EOF' |
-import json, sys
+"$VENV/bin/python" - "$OUT" "$PROMPT" "$GEN" "$CPU" "$PRESETS" "$DTYPES" "$PIN" "$ROUNDS" <<'EOF' |
+import json, statistics, sys
 from pathlib import Path
 
-out, prompt, gen, cpu, presets, dtypes, pin = sys.argv[1:]
+out, prompt, gen, cpu, presets, dtypes, pin, rounds = sys.argv[1:]
 out = Path(out)
+rounds = int(rounds)
 
 def llama(kind, tag):
     """(pp, tg, backend, device) from llama-bench's JSON, or None where it did not run."""
@@ -241,28 +249,52 @@ def ours(tag):
 def f(x):
     return "—" if x is None else (f"{x:.3g}" if x < 100 else f"{x:.0f}")
 
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+def merged(runs):
+    """Per-field medians over the rounds that ran (the first run's other fields)."""
+    runs = [v for v in runs if v is not None]
+    if not runs:
+        return None
+    return (med(v[0] for v in runs), med(v[1] for v in runs)) + tuple(runs[0][2:])
+
 def pair(v):
     return "not run" if v is None else f"{f(v[0])} / {f(v[1])}"
 
-def ratio(a, b):
-    if a is None or b is None or None in (a[0], a[1], b[0], b[1]):
+def ratios(ours_runs, peer_runs):
+    """Median of the per-round ratios (pp / tg), with their range when there are several."""
+    rs = [(o[0] / v[0], o[1] / v[1]) for o, v in zip(ours_runs, peer_runs)
+          if o is not None and v is not None and None not in (o[0], o[1], v[0], v[1])]
+    if not rs:
         return "—"
-    return f"{a[0] / b[0]:.2f} / {a[1] / b[1]:.2f}"
+    text = f"{med(r[0] for r in rs):.2f} / {med(r[1] for r in rs):.2f}"
+    if len(rs) > 1:
+        lo = [min(r[i] for r in rs) for i in (0, 1)]
+        hi = [max(r[i] for r in rs) for i in (0, 1)]
+        text += f" ({lo[0]:.2f}–{hi[0]:.2f} / {lo[1]:.2f}–{hi[1]:.2f})"
+    return text
 
 head = ["preset", "dtype", "llama.cpp Vulkan", "mamba-wgpu", "ratio ours / llama.cpp Vulkan"]
 if cpu == "1":
     head.insert(3, "llama.cpp CPU")
-print(f"tok/s, pp{prompt} / tg{gen}, batch 1:\n")
+if rounds > 1:
+    print(f"tok/s, pp{prompt} / tg{gen}, batch 1, medians of {rounds} rounds "
+          "(ratios: median of the rounds' ratios, their range in brackets):\n")
+else:
+    print(f"tok/s, pp{prompt} / tg{gen}, batch 1:\n")
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
 info = set()
 for p in presets.split(","):
     for d in dtypes.split(","):
-        tag = f"{p}-{d}-pp{prompt}-tg{gen}"
-        v, o = llama("vulkan", tag), ours(tag)
-        row = [p, d, pair(v), pair(o), ratio(o, v)]
+        tags = [f"{p}-{d}-pp{prompt}-tg{gen}-r{r}" for r in range(1, rounds + 1)]
+        vs, os_ = [llama("vulkan", t) for t in tags], [ours(t) for t in tags]
+        v, o = merged(vs), merged(os_)
+        row = [p, d, pair(v), pair(o), ratios(os_, vs)]
         if cpu == "1":
-            row.insert(3, pair(llama("cpu", tag)))
+            row.insert(3, pair(merged([llama("cpu", t) for t in tags])))
         print("| " + " | ".join(row) + " |")
         if v:
             info.add(f"llama.cpp (llama-cpp-python {pin}, commit {v[4]}): "
