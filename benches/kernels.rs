@@ -408,8 +408,14 @@ fn benches(c: &mut Criterion) {
         else {
             panic!("in_proj fits one texture page");
         };
-        let kernel = LinearTex::for_dtype(&ctx, dtype).unwrap();
         for m in [1u32, 128] {
+            // One row: the one-row pipeline the model decodes with.
+            let kernel = if m == 1 {
+                LinearTex::for_dtype_one_row(&ctx, dtype)
+            } else {
+                LinearTex::for_dtype(&ctx, dtype)
+            }
+            .unwrap();
             let (xm, ym, unused_rw) = (
                 buf(&ctx, (m * k) as usize, 0.01),
                 buf(&ctx, (m * n) as usize, 0.0),

@@ -226,6 +226,104 @@ fn store4(row: u32, col: u32, a: Acc4) {
     }
 }
 
+// An invocation's 4 rows of w (n0 .. n0 + 3, clamped to the last for the texel origins
+// o0 .. o3), its workgroup's first row of x (m0), and the 8-column blocks of k.
+struct Tile {
+    n0: u32,
+    m0: u32,
+    blocks: u32,
+    o0: vec2<u32>,
+    o1: vec2<u32>,
+    o2: vec2<u32>,
+    o3: vec2<u32>,
+}
+
+fn tile_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
+    let n0 = (wg.x * WG + lid) * NW;
+    let tpr = w_texels_per_row(params.k);
+    let last = params.n - 1u;
+    return Tile(n0, (wg.y + wg.z * nwg.y) * MB, params.k / 8u,
+                row_origin(min(n0, last), tpr), row_origin(min(n0 + 1u, last), tpr),
+                row_origin(min(n0 + 2u, last), tpr), row_origin(min(n0 + 3u, last), tpr));
+}
+
+// The one-row product (m = 1, decode): 4 outputs per invocation, x shared across lanes, with
+// the RMSNorm prologue the flags may ask for.
+fn one_row(t: Tile, lane: u32, share: bool) {
+    let n0 = t.n0;
+    let m0 = t.m0;
+    let blocks = t.blocks;
+    let o0 = t.o0;
+    let o1 = t.o1;
+    let o2 = t.o2;
+    let o3 = t.o3;
+    let xb = params.x_offset / 4u;
+    let vecs = 2u * blocks;
+    // acc[j]: w row n0 + j. Four blocks at a time: shared, lane l holds vec4 l of them.
+    var acc = vec4<f32>(0.0);
+    // RMSNorm in front (flags bit 4): ss sums the squares of the x values this lane
+    // loaded (shared: its own vec4s; otherwise all of them), and x is scaled by the norm
+    // weight as it is loaded; the sums are scaled by 1/rms at the end.
+    let norm = (params.flags & 16u) != 0u;
+    var ss = 0.0;
+    for (var i0 = 0u; i0 < blocks; i0 += 4u) {
+        var mine = vec4<f32>(0.0);
+        if (share) {
+            let v = 2u * i0 + lane;
+            mine = x[xb + min(v, vecs - 1u)];
+            if (norm) {
+                if (v < vecs) {
+                    ss += dot(mine, mine);
+                }
+                mine *= norm_w[min(v, vecs - 1u)];
+            }
+        }
+        // Block i0 + j is lanes 2j (columns 0..3) and 2j + 1 (4..7) of the shared x.
+        if (share && X_FIXED_LANES) {
+            // All four blocks from fixed lanes by share8, unrolled.
+            let xs = share8(mine);
+            acc += tile(o0, o1, o2, o3, i0, blocks, xs.l0, xs.h0)
+                + tile(o0, o1, o2, o3, i0 + 1u, blocks, xs.l1, xs.h1)
+                + tile(o0, o1, o2, o3, i0 + 2u, blocks, xs.l2, xs.h2)
+                + tile(o0, o1, o2, o3, i0 + 3u, blocks, xs.l3, xs.h3);
+        } else {
+            for (var j = 0u; j < 4u; j++) {
+                let i = i0 + j;
+                if (i < blocks) {
+                    var xl: vec4<f32>;
+                    var xh: vec4<f32>;
+                    if (share) {
+                        xl = shuffle(mine, 2u * j);
+                        xh = shuffle(mine, 2u * j + 1u);
+                    } else {
+                        xl = x[xb + 2u * i];
+                        xh = x[xb + 2u * i + 1u];
+                        if (norm) {
+                            ss += dot(xl, xl) + dot(xh, xh);
+                            xl *= norm_w[2u * i];
+                            xh *= norm_w[2u * i + 1u];
+                        }
+                    }
+                    acc += tile(o0, o1, o2, o3, i, blocks, xl, xh);
+                }
+            }
+        }
+    }
+    if (norm) {
+        acc *= inverseSqrt(sum8(ss, share) / f32(params.k) + params.norm_eps);
+    }
+    for (var j = 0u; j < NW; j++) {
+        store(m0, n0 + j, acc[j]);
+    }
+}
+
+// The one-row entry (pipelines for m = 1 only): no multi-row path in the shader, whose
+// registers lavapipe sets up for every SIMD batch whether it runs or not (an empty dispatch of
+// in_proj's 96 narrow workgroups cost ~250 us with it, ~68 without).
+fn linear_one_row(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    one_row(tile_of(wg, nwg, lid), lane, share);
+}
+
 fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     // One row of x. The grid term is always true when m = 1 (one row group); it is there
     // because lavapipe (Mesa 22.x) specialises a shader on uniform values that decide a branch
@@ -233,82 +331,23 @@ fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     // whose first product had m = 1 then paid ~6 ms per dispatch. A condition that also reads
     // a builtin is not inlined.
     let single = (params.m == 1u) & (nwg.y * nwg.z == 1u);
-    let n0 = (wg.x * WG + lid) * NW;
-    let m0 = (wg.y + wg.z * nwg.y) * MB;
+    let t = tile_of(wg, nwg, lid);
     // A workgroup-uniform exit only: lanes past n stay for the shared loads (their rows of w
     // are clamped below and their sums never written).
-    if (m0 >= params.m) {
+    if (t.m0 >= params.m) {
         return;
     }
-    let blocks = params.k / 8u;
-    let tpr = w_texels_per_row(params.k);
-    let last = params.n - 1u;
-    let o0 = row_origin(min(n0, last), tpr);
-    let o1 = row_origin(min(n0 + 1u, last), tpr);
-    let o2 = row_origin(min(n0 + 2u, last), tpr);
-    let o3 = row_origin(min(n0 + 3u, last), tpr);
-
     if (single) {
-        let xb = params.x_offset / 4u;
-        let vecs = 2u * blocks;
-        // acc[j]: w row n0 + j. Four blocks at a time: shared, lane l holds vec4 l of them.
-        var acc = vec4<f32>(0.0);
-        // RMSNorm in front (flags bit 4): ss sums the squares of the x values this lane
-        // loaded (shared: its own vec4s; otherwise all of them), and x is scaled by the norm
-        // weight as it is loaded; the sums are scaled by 1/rms at the end.
-        let norm = (params.flags & 16u) != 0u;
-        var ss = 0.0;
-        for (var i0 = 0u; i0 < blocks; i0 += 4u) {
-            var mine = vec4<f32>(0.0);
-            if (share) {
-                let v = 2u * i0 + lane;
-                mine = x[xb + min(v, vecs - 1u)];
-                if (norm) {
-                    if (v < vecs) {
-                        ss += dot(mine, mine);
-                    }
-                    mine *= norm_w[min(v, vecs - 1u)];
-                }
-            }
-            // Block i0 + j is lanes 2j (columns 0..3) and 2j + 1 (4..7) of the shared x.
-            if (share && X_FIXED_LANES) {
-                // All four blocks from fixed lanes by share8, unrolled.
-                let xs = share8(mine);
-                acc += tile(o0, o1, o2, o3, i0, blocks, xs.l0, xs.h0)
-                    + tile(o0, o1, o2, o3, i0 + 1u, blocks, xs.l1, xs.h1)
-                    + tile(o0, o1, o2, o3, i0 + 2u, blocks, xs.l2, xs.h2)
-                    + tile(o0, o1, o2, o3, i0 + 3u, blocks, xs.l3, xs.h3);
-            } else {
-                for (var j = 0u; j < 4u; j++) {
-                    let i = i0 + j;
-                    if (i < blocks) {
-                        var xl: vec4<f32>;
-                        var xh: vec4<f32>;
-                        if (share) {
-                            xl = shuffle(mine, 2u * j);
-                            xh = shuffle(mine, 2u * j + 1u);
-                        } else {
-                            xl = x[xb + 2u * i];
-                            xh = x[xb + 2u * i + 1u];
-                            if (norm) {
-                                ss += dot(xl, xl) + dot(xh, xh);
-                                xl *= norm_w[2u * i];
-                                xh *= norm_w[2u * i + 1u];
-                            }
-                        }
-                        acc += tile(o0, o1, o2, o3, i, blocks, xl, xh);
-                    }
-                }
-            }
-        }
-        if (norm) {
-            acc *= inverseSqrt(sum8(ss, share) / f32(params.k) + params.norm_eps);
-        }
-        for (var j = 0u; j < NW; j++) {
-            store(m0, n0 + j, acc[j]);
-        }
+        one_row(t, lane, share);
         return;
     }
+    let n0 = t.n0;
+    let m0 = t.m0;
+    let blocks = t.blocks;
+    let o0 = t.o0;
+    let o1 = t.o1;
+    let o2 = t.o2;
+    let o3 = t.o3;
 
     // Groups of 4 rows of x with at least one row below m (1 to 4; workgroup-uniform).
     let groups = min((params.m - m0 + 3u) / 4u, MB / 4u);

@@ -238,7 +238,7 @@ fn sum8(v: f32, share: bool) -> f32 { return v; }
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-    linear(wg, nwg, lid, 0u, false);
+    entry(wg, nwg, lid, 0u, false);
 }
 "
     };
@@ -268,7 +268,7 @@ fn sum8(v: f32, share: bool) -> f32 {
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32,
         @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) width: u32) {
-    linear(wg, nwg, lid, lane & 7u, width >= 8u);
+    entry(wg, nwg, lid, lane & 7u, width >= 8u);
 }
 "
     };
@@ -287,17 +287,43 @@ macro_rules! narrow {
     };
 }
 
+// The path headers: every product (the one-row path for m = 1 and the multi-row path), or
+// one-row products only.
+macro_rules! all_rows {
+    () => {
+        "// Path: any number of rows of x.
+fn entry(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    linear(wg, nwg, lid, lane, share);
+}
+"
+    };
+}
+
+macro_rules! one_row_only {
+    () => {
+        "// Path: one row of x (m = 1) only.
+fn entry(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
+    linear_one_row(wg, nwg, lid, lane, share);
+}
+"
+    };
+}
+
 macro_rules! variant {
     ($label:literal, $weights:ident, $lanes:ident, $size:ident, $bindings:expr) => {
+        variant!($label, $weights, $lanes, $size, all_rows, $bindings)
+    };
+    ($label:literal, $weights:ident, $lanes:ident, $size:ident, $path:ident, $bindings:expr) => {
         ShaderInfo {
             label: concat!("mamba_wgpu.", $label),
             source: concat!(
                 "// mamba_wgpu.",
                 $label,
-                ": shaders/linear_tex.wgsl after its weight, lane and size headers.\n",
+                ": shaders/linear_tex.wgsl after its weight, lane, size and path headers.\n",
                 $weights!(),
                 $lanes!(),
                 $size!(),
+                $path!(),
                 include_str!("../../shaders/linear_tex.wgsl")
             ),
             bindings: $bindings,
@@ -407,12 +433,121 @@ pub const INFO_NARROW: [ShaderInfo; 6] = [
     ),
 ];
 
+/// The one-row twins (pipelines for products of one row of x, m = 1: decode) of the six wide
+/// variants, then of the six narrow ones, in the order of [`INFO_NARROW`]. The same one-row
+/// path as the all-rows variants take for m = 1, without the multi-row path beside it, which
+/// costs lavapipe its setup in every SIMD batch even when no batch runs it.
+pub const INFO_ONE_ROW: [ShaderInfo; 12] = [
+    variant!(
+        "linear_tex_one_row",
+        f32_header,
+        plain_lanes,
+        wide,
+        one_row_only,
+        BINDINGS_F32
+    ),
+    variant!(
+        "linear_tex_f16_one_row",
+        f16_header,
+        plain_lanes,
+        wide,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_f16_unpack_one_row",
+        f16_unpack_header,
+        plain_lanes,
+        wide,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_subgroup_one_row",
+        f32_header,
+        subgroup_lanes,
+        wide,
+        one_row_only,
+        BINDINGS_F32
+    ),
+    variant!(
+        "linear_tex_f16_subgroup_one_row",
+        f16_header,
+        subgroup_lanes,
+        wide,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_f16_unpack_subgroup_one_row",
+        f16_unpack_header,
+        subgroup_lanes,
+        wide,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_narrow_one_row",
+        f32_header,
+        plain_lanes,
+        narrow,
+        one_row_only,
+        BINDINGS_F32
+    ),
+    variant!(
+        "linear_tex_f16_narrow_one_row",
+        f16_header,
+        plain_lanes,
+        narrow,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_f16_unpack_narrow_one_row",
+        f16_unpack_header,
+        plain_lanes,
+        narrow,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_subgroup_narrow_one_row",
+        f32_header,
+        subgroup_lanes,
+        narrow,
+        one_row_only,
+        BINDINGS_F32
+    ),
+    variant!(
+        "linear_tex_f16_subgroup_narrow_one_row",
+        f16_header,
+        subgroup_lanes,
+        narrow,
+        one_row_only,
+        BINDINGS_F16
+    ),
+    variant!(
+        "linear_tex_f16_unpack_subgroup_narrow_one_row",
+        f16_unpack_header,
+        subgroup_lanes,
+        narrow,
+        one_row_only,
+        BINDINGS_F16
+    ),
+];
+
 /// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
 /// `unpack` (the device has it), the integer widening otherwise; sharing x across subgroup
 /// lanes where `subgroup` (the device has wgpu's `SUBGROUP` feature); in workgroups of 8
-/// invocations where `narrow`, of 64 otherwise; none for Q8_0 and Q4_0, which are never
-/// stored in textures.
-pub fn info(dtype: WeightDtype, unpack: bool, subgroup: bool, narrow: bool) -> Option<ShaderInfo> {
+/// invocations where `narrow`, of 64 otherwise; for one row of x only where `one_row`; none
+/// for Q8_0 and Q4_0, which are never stored in textures.
+pub fn info(
+    dtype: WeightDtype,
+    unpack: bool,
+    subgroup: bool,
+    narrow: bool,
+    one_row: bool,
+) -> Option<ShaderInfo> {
     let i = match (dtype, unpack, subgroup) {
         (WeightDtype::F32, _, false) => 0,
         (WeightDtype::F16, false, false) => 1,
@@ -430,7 +565,11 @@ pub fn info(dtype: WeightDtype, unpack: bool, subgroup: bool, narrow: bool) -> O
         INFO_F16_SUBGROUP,
         INFO_F16_UNPACK_SUBGROUP,
     ];
-    Some(if narrow { INFO_NARROW[i] } else { wide[i] })
+    Some(match (one_row, narrow) {
+        (true, _) => INFO_ONE_ROW[i + 6 * narrow as usize],
+        (false, true) => INFO_NARROW[i],
+        (false, false) => wide[i],
+    })
 }
 
 /// The compiled kernel for one weight dtype.
@@ -439,6 +578,7 @@ pub struct LinearTex {
     pipeline: Arc<KernelPipeline>,
     dtype: WeightDtype,
     narrow: bool,
+    one_row: bool,
 }
 
 impl LinearTex {
@@ -448,6 +588,21 @@ impl LinearTex {
     pub fn for_dtype(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
         let f = ctx.features();
         Self::variant(ctx, dtype, f.f16_unpack, f.subgroup, ctx.is_cpu_adapter())
+    }
+
+    /// [`Self::for_dtype`] for products of one row of x only (m = 1: decoding one sequence,
+    /// a prompt's last-token lm_head): the one-row path alone, which lavapipe launches far
+    /// more cheaply than the shader that also holds the multi-row path.
+    pub fn for_dtype_one_row(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
+        let f = ctx.features();
+        Self::build(
+            ctx,
+            dtype,
+            f.f16_unpack,
+            f.subgroup,
+            ctx.is_cpu_adapter(),
+            true,
+        )
     }
 
     /// The pipeline of a chosen variant (`unpack` needs `unpack2x16float` in shaders,
@@ -460,20 +615,61 @@ impl LinearTex {
         subgroup: bool,
         narrow: bool,
     ) -> Result<Self> {
+        Self::build(ctx, dtype, unpack, subgroup, narrow, false)
+    }
+
+    /// [`Self::variant`] for one row of x only (see [`Self::for_dtype_one_row`]); its params
+    /// must have m = 1 ([`Self::check_rows`]).
+    pub fn variant_one_row(
+        ctx: &GpuContext,
+        dtype: WeightDtype,
+        unpack: bool,
+        subgroup: bool,
+        narrow: bool,
+    ) -> Result<Self> {
+        Self::build(ctx, dtype, unpack, subgroup, narrow, true)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        dtype: WeightDtype,
+        unpack: bool,
+        subgroup: bool,
+        narrow: bool,
+        one_row: bool,
+    ) -> Result<Self> {
         if unpack && dtype == WeightDtype::F16 && !ctx.features().f16_unpack {
             return Err(Error::MissingFeature("SHADER_F16_IN_F32"));
         }
         if subgroup && !ctx.features().subgroup {
             return Err(Error::MissingFeature("SUBGROUP"));
         }
-        let info = info(dtype, unpack, subgroup, narrow).ok_or_else(|| {
+        let info = info(dtype, unpack, subgroup, narrow, one_row).ok_or_else(|| {
             Error::InvalidInput(format!("no {} variant of linear_tex", dtype.name()))
         })?;
         Ok(Self {
             pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
             dtype,
             narrow,
+            one_row,
         })
+    }
+
+    /// Whether this pipeline takes one row of x only.
+    pub fn is_one_row(&self) -> bool {
+        self.one_row
+    }
+
+    /// [`Self::check`], and for a one-row pipeline that `params` has one row of x.
+    pub fn check_rows(&self, params: &LinearTexParams) -> Result<()> {
+        Self::check(params)?;
+        if self.one_row && params.m != 1 {
+            return Err(Error::Shape(format!(
+                "the one-row linear_tex takes one row of x, got m = {}",
+                params.m
+            )));
+        }
+        Ok(())
     }
 
     /// The weight storage this pipeline reads.

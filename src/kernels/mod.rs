@@ -100,6 +100,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
         fma_probe::INFO,
     ];
     all.extend(linear_tex::INFO_NARROW);
+    all.extend(linear_tex::INFO_ONE_ROW);
     all.push(rmsnorm::INFO_NARROW);
     all.push(rmsnorm_gated::INFO_NARROW);
     all

@@ -94,6 +94,10 @@ pub(crate) struct CommonKernels {
     /// The products over texture-stored weights (prefill and decode alike).
     linear_tex: LinearTex,
     linear_tex_f16: LinearTex,
+    /// The same for products of one row of x (decoding one sequence, a prompt's last-token
+    /// lm_head): the one-row path alone.
+    linear_tex_row: LinearTex,
+    linear_tex_f16_row: LinearTex,
     /// The dequantising product over Q8_0 weights (buffers only).
     gemv_q8_0: GemvQ8,
     /// The same over Q4_0 weights.
@@ -313,6 +317,8 @@ impl Lm {
             gemv_f16: Gemv::for_dtype(&ctx, WeightDtype::F16)?,
             linear_tex: LinearTex::for_dtype(&ctx, WeightDtype::F32)?,
             linear_tex_f16: LinearTex::for_dtype(&ctx, WeightDtype::F16)?,
+            linear_tex_row: LinearTex::for_dtype_one_row(&ctx, WeightDtype::F32)?,
+            linear_tex_f16_row: LinearTex::for_dtype_one_row(&ctx, WeightDtype::F16)?,
             gemv_q8_0: GemvQ8::new(&ctx)?,
             gemv_q4_0: GemvQ4::new(&ctx)?,
             sample: Sample::new(&ctx)?,
@@ -399,11 +405,27 @@ impl Lm {
         let ctx = &*self.ctx;
         // Q8_0 and Q4_0 have one kernel each, the dequantising GEMV, for decode and prefill
         // alike (it streams w once per 4 rows of x).
-        let (matmul, gemv, tex) = match w.dtype {
-            WeightDtype::F32 => (&self.k.matmul, &self.k.gemv, &self.k.linear_tex),
-            WeightDtype::F16 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
-                (&self.k.matmul_f16, &self.k.gemv_f16, &self.k.linear_tex_f16)
-            }
+        let (matmul, gemv, tex, tex_row) = match w.dtype {
+            WeightDtype::F32 => (
+                &self.k.matmul,
+                &self.k.gemv,
+                &self.k.linear_tex,
+                &self.k.linear_tex_row,
+            ),
+            WeightDtype::F16 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => (
+                &self.k.matmul_f16,
+                &self.k.gemv_f16,
+                &self.k.linear_tex_f16,
+                &self.k.linear_tex_f16_row,
+            ),
+        };
+        // A product whose x has one row at every length (m is constant or grows with len, so
+        // the first length's and the capacity's cover them all) takes the one-row texture
+        // pipeline.
+        let tex = if rows(1).0 == 1 && rows(r.cap).0 == 1 {
+            tex_row
+        } else {
+            tex
         };
         // A GEMV streams each weight once for a few rows; the tiled matmul pays for tiles of 64
         // rows, so a product of few rows (decode, or the prefill's last-token lm_head) uses the
@@ -494,8 +516,8 @@ impl Lm {
                     };
                     // Offsets for every length are multiples of the stride, so checking the
                     // capacity's and one token's covers the plan.
-                    LinearTex::check(&tex_params(r.cap))?;
-                    LinearTex::check(&tex_params(1))?;
+                    tex.check_rows(&tex_params(r.cap))?;
+                    tex.check_rows(&tex_params(1))?;
                     let b = LinearTexBindings {
                         x,
                         w: view,

@@ -123,6 +123,28 @@ fn check_on(gpu: &GpuContext, dtype: WeightDtype, c: Case) -> usize {
     check_variant(gpu, dtype, false, false, false, c)
 }
 
+/// The all-rows pipeline of a variant and, for one row of x (`m` = 1), its one-row twin (what
+/// the model takes for decode products), each with a name for messages.
+fn kernels(
+    gpu: &GpuContext,
+    dtype: WeightDtype,
+    native: bool,
+    subgroup: bool,
+    narrow: bool,
+    m: usize,
+) -> Vec<(LinearTex, &'static str)> {
+    let mut v = vec![(
+        LinearTex::variant(gpu, dtype, native, subgroup, narrow).unwrap(),
+        "all rows",
+    )];
+    if m == 1 {
+        let one = LinearTex::variant_one_row(gpu, dtype, native, subgroup, narrow).unwrap();
+        assert!(one.is_one_row());
+        v.push((one, "one row"));
+    }
+    v
+}
+
 /// [`check_on`] with the unpack2x16float variant when `native` (f16 only), sharing x across
 /// subgroup lanes when `subgroup`, in workgroups of 8 invocations when `narrow` (64 if not).
 fn check_variant(
@@ -161,45 +183,46 @@ fn check_variant(
     let mut want = y0.clone();
     write_rows(&mut want, c.y_offset, c.y_stride, c.accumulate, &out, c.n);
 
-    let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
-    let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
-    let unused_rw = up(&[0.0]);
-    let kernel = LinearTex::variant(gpu, dtype, native, subgroup, narrow).unwrap();
-    run_pages(
-        gpu,
-        &kernel,
-        &pm,
-        |p| LinearTexParams {
-            m: c.m as u32,
-            n: p.rows as u32,
-            k: c.k as u32,
-            x_offset: c.x_offset as u32,
-            x_stride: c.x_stride as u32,
-            y_offset: (c.y_offset + p.row_start) as u32,
-            y_stride: c.y_stride as u32,
-            bias_offset: p.row_start as u32,
-            flags: c.bias as u32 | (c.accumulate as u32) << 1,
-            ..Default::default()
-        },
-        |view| LinearTexBindings {
-            x: &x_b,
-            w: view,
-            bias: &bias_b,
-            y: &y_b,
-            conv: ConvStepBindings::unused(&x_b, &unused_rw),
-            norm: &x_b,
-        },
-    );
-    let got: Vec<f32> = gpu.read_buffer(&y_b, 0, c.y_len()).unwrap();
-    let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
-    let kf = c.k as f32;
-    assert_close(
-        &format!("linear_tex {dtype:?} native {native} subgroup {subgroup} narrow {narrow} {c:?}"),
-        &got,
-        &want,
-        1e-6 * kf * max(&x) * max(&w_eff),
-        1e-5 * kf.sqrt(),
-    );
+    for (kernel, path) in kernels(gpu, dtype, native, subgroup, narrow, c.m) {
+        let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+        let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
+        let unused_rw = up(&[0.0]);
+        run_pages(
+            gpu,
+            &kernel,
+            &pm,
+            |p| LinearTexParams {
+                m: c.m as u32,
+                n: p.rows as u32,
+                k: c.k as u32,
+                x_offset: c.x_offset as u32,
+                x_stride: c.x_stride as u32,
+                y_offset: (c.y_offset + p.row_start) as u32,
+                y_stride: c.y_stride as u32,
+                bias_offset: p.row_start as u32,
+                flags: c.bias as u32 | (c.accumulate as u32) << 1,
+                ..Default::default()
+            },
+            |view| LinearTexBindings {
+                x: &x_b,
+                w: view,
+                bias: &bias_b,
+                y: &y_b,
+                conv: ConvStepBindings::unused(&x_b, &unused_rw),
+                norm: &x_b,
+            },
+        );
+        let got: Vec<f32> = gpu.read_buffer(&y_b, 0, c.y_len()).unwrap();
+        let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        let kf = c.k as f32;
+        assert_close(
+            &format!("linear_tex {dtype:?} native {native} subgroup {subgroup} narrow {narrow} {path} {c:?}"),
+            &got,
+            &want,
+            1e-6 * kf * max(&x) * max(&w_eff),
+            1e-5 * kf.sqrt(),
+        );
+    }
     pm.pages.len()
 }
 
@@ -505,71 +528,72 @@ fn check_conv(
         },
     );
 
-    let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
-    let (x_b, y_b, cw_b, cb_b) = (up(&x), up(&vec![0.0; m * n]), up(&cw), up(&cb));
-    let (state_b, out_b) = (up(&state0), up(&vec![f32::NAN; m * channels + 3]));
-    let kernel_tex = LinearTex::variant(gpu, dtype, false, subgroup, narrow).unwrap();
-    run_pages(
-        gpu,
-        &kernel_tex,
-        &pm,
-        |p| LinearTexParams {
-            m: m as u32,
-            n: p.rows as u32,
-            k: k as u32,
-            x_stride: k as u32,
-            y_offset: p.row_start as u32,
-            y_stride: n as u32,
-            flags: FLAG_CONV | if with_bias { FLAG_CONV_BIAS } else { 0 },
-            col_base: p.row_start as u32,
-            conv_start: start as u32,
-            conv_channels: channels as u32,
-            conv_kernel: kernel as u32,
-            conv_out_stride: channels as u32,
-            ..Default::default()
-        },
-        |view| LinearTexBindings {
-            x: &x_b,
-            w: view,
-            bias: &x_b,
-            y: &y_b,
-            conv: ConvStepBindings {
-                weight: &cw_b,
-                bias: &cb_b,
-                state: &state_b,
-                out: &out_b,
+    for (tex, path) in kernels(gpu, dtype, false, subgroup, narrow, m) {
+        let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+        let (x_b, y_b, cw_b, cb_b) = (up(&x), up(&vec![0.0; m * n]), up(&cw), up(&cb));
+        let (state_b, out_b) = (up(&state0), up(&vec![f32::NAN; m * channels + 3]));
+        run_pages(
+            gpu,
+            &tex,
+            &pm,
+            |p| LinearTexParams {
+                m: m as u32,
+                n: p.rows as u32,
+                k: k as u32,
+                x_stride: k as u32,
+                y_offset: p.row_start as u32,
+                y_stride: n as u32,
+                flags: FLAG_CONV | if with_bias { FLAG_CONV_BIAS } else { 0 },
+                col_base: p.row_start as u32,
+                conv_start: start as u32,
+                conv_channels: channels as u32,
+                conv_kernel: kernel as u32,
+                conv_out_stride: channels as u32,
+                ..Default::default()
             },
-            norm: &x_b,
-        },
-    );
-    let tol = 1e-6 * k as f32;
-    assert_close(
-        &format!("{what}: product"),
-        &gpu.read_buffer::<f32>(&y_b, 0, m * n).unwrap(),
-        &prod,
-        tol,
-        1e-5,
-    );
-    // The conv sums K products of values within the product's tolerance.
-    let got_out: Vec<f32> = gpu.read_buffer(&out_b, 0, m * channels + 3).unwrap();
-    assert_close(
-        &format!("{what}: conv out"),
-        &got_out[..m * channels],
-        &want_out,
-        tol * kernel as f32,
-        1e-5,
-    );
-    assert!(
-        got_out[m * channels..].iter().all(|v| v.is_nan()),
-        "{what}: wrote past the output"
-    );
-    assert_close(
-        &format!("{what}: conv state"),
-        &gpu.read_buffer::<f32>(&state_b, 0, state0.len()).unwrap(),
-        &want_state,
-        tol,
-        1e-5,
-    );
+            |view| LinearTexBindings {
+                x: &x_b,
+                w: view,
+                bias: &x_b,
+                y: &y_b,
+                conv: ConvStepBindings {
+                    weight: &cw_b,
+                    bias: &cb_b,
+                    state: &state_b,
+                    out: &out_b,
+                },
+                norm: &x_b,
+            },
+        );
+        let tol = 1e-6 * k as f32;
+        assert_close(
+            &format!("{what} {path}: product"),
+            &gpu.read_buffer::<f32>(&y_b, 0, m * n).unwrap(),
+            &prod,
+            tol,
+            1e-5,
+        );
+        // The conv sums K products of values within the product's tolerance.
+        let got_out: Vec<f32> = gpu.read_buffer(&out_b, 0, m * channels + 3).unwrap();
+        assert_close(
+            &format!("{what} {path}: conv out"),
+            &got_out[..m * channels],
+            &want_out,
+            tol * kernel as f32,
+            1e-5,
+        );
+        assert!(
+            got_out[m * channels..].iter().all(|v| v.is_nan()),
+            "{what} {path}: wrote past the output"
+        );
+        assert_close(
+            &format!("{what} {path}: conv state"),
+            &gpu.read_buffer::<f32>(&state_b, 0, state0.len()).unwrap(),
+            &want_state,
+            tol,
+            1e-5,
+        );
+    }
     pm.pages.len()
 }
 
@@ -648,46 +672,48 @@ fn check_norm(
     let want = linear(&normed, 0, k, 1, &w_eff, n, k, Some(&bias));
     let pm =
         PagedMatrix::from_slice_stored(gpu, "w", &w, n, k, dtype, WeightStorage::Texture).unwrap();
-    let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
-    let (x_b, g_b, bias_b, y_b, rw) = (up(&x), up(&g), up(&bias), up(&vec![0.0; n]), up(&[0.0]));
-    let kernel = LinearTex::variant(gpu, dtype, false, subgroup, narrow).unwrap();
-    run_pages(
-        gpu,
-        &kernel,
-        &pm,
-        |p| LinearTexParams {
-            m: 1,
-            n: p.rows as u32,
-            k: k as u32,
-            x_stride: k as u32,
-            y_offset: p.row_start as u32,
-            y_stride: n as u32,
-            bias_offset: p.row_start as u32,
-            flags: FLAG_BIAS | FLAG_NORM,
-            col_base: p.row_start as u32,
-            norm_eps: eps,
-            ..Default::default()
-        },
-        |view| LinearTexBindings {
-            x: &x_b,
-            w: view,
-            bias: &bias_b,
-            y: &y_b,
-            conv: ConvStepBindings::unused(&x_b, &rw),
-            norm: &g_b,
-        },
-    );
-    let got: Vec<f32> = gpu.read_buffer(&y_b, 0, n).unwrap();
-    // The twin normalises first and sums after; the kernel sums x·g·w and scales last: the
-    // same products in another order, plus the mean square's own rounding (relative ~k·2^-24).
-    let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
-    assert_close(
-        &what,
-        &got,
-        &want,
-        1e-6 * k as f32 * max(&normed) * max(&w_eff),
-        1e-5 * (k as f32).sqrt(),
-    );
+    for (kernel, path) in kernels(gpu, dtype, false, subgroup, narrow, 1) {
+        let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+        let (x_b, g_b, bias_b, y_b, rw) =
+            (up(&x), up(&g), up(&bias), up(&vec![0.0; n]), up(&[0.0]));
+        run_pages(
+            gpu,
+            &kernel,
+            &pm,
+            |p| LinearTexParams {
+                m: 1,
+                n: p.rows as u32,
+                k: k as u32,
+                x_stride: k as u32,
+                y_offset: p.row_start as u32,
+                y_stride: n as u32,
+                bias_offset: p.row_start as u32,
+                flags: FLAG_BIAS | FLAG_NORM,
+                col_base: p.row_start as u32,
+                norm_eps: eps,
+                ..Default::default()
+            },
+            |view| LinearTexBindings {
+                x: &x_b,
+                w: view,
+                bias: &bias_b,
+                y: &y_b,
+                conv: ConvStepBindings::unused(&x_b, &rw),
+                norm: &g_b,
+            },
+        );
+        let got: Vec<f32> = gpu.read_buffer(&y_b, 0, n).unwrap();
+        // The twin normalises first and sums after; the kernel sums x·g·w and scales last: the
+        // same products in another order, plus the mean square's own rounding (relative ~k·2^-24).
+        let max = |v: &[f32]| v.iter().fold(0.0f32, |a, b| a.max(b.abs()));
+        assert_close(
+            &format!("{what} {path}"),
+            &got,
+            &want,
+            1e-6 * k as f32 * max(&normed) * max(&w_eff),
+            1e-5 * (k as f32).sqrt(),
+        );
+    }
 }
 
 #[test]
@@ -713,4 +739,11 @@ fn rmsnorm_fuses_in_front_of_a_one_row_product() {
         ..Default::default()
     };
     assert!(matches!(LinearTex::check(&bad), Err(Error::Shape(_))));
+    // The one-row pipelines take one row of x and say so for two; the all-rows ones take both.
+    let two = LinearTexParams { flags: 0, ..bad };
+    let one_row = LinearTex::variant_one_row(ctx(), WeightDtype::F32, false, false, true).unwrap();
+    let all_rows = LinearTex::variant(ctx(), WeightDtype::F32, false, false, true).unwrap();
+    assert!(matches!(one_row.check_rows(&two), Err(Error::Shape(_))));
+    assert!(one_row.check_rows(&LinearTexParams { m: 1, ..two }).is_ok());
+    assert!(all_rows.check_rows(&two).is_ok());
 }
