@@ -131,7 +131,7 @@ fn w_dot8(o: vec2<u32>, i: u32, xl: vec4<f32>, xh: vec4<f32>) -> f32 {
 
 // Block i of the 4 rows at o0 .. o3 times x (xl, xh): one sum per row; zero past the last
 // block.
-fn tile(o0: vec2<u32>, o1: vec2<u32>, o2: vec2<u32>, o3: vec2<u32>, i: u32, blocks: u32,
+fn block4(o0: vec2<u32>, o1: vec2<u32>, o2: vec2<u32>, o3: vec2<u32>, i: u32, blocks: u32,
         xl: vec4<f32>, xh: vec4<f32>) -> vec4<f32> {
     if (i >= blocks) {
         return vec4<f32>(0.0);
@@ -250,23 +250,16 @@ fn tile_of(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Tile {
 // The one-row product (m = 1, decode): 4 outputs per invocation, x shared across lanes, with
 // the RMSNorm prologue the flags may ask for.
 fn one_row(t: Tile, lane: u32, share: bool) {
-    let n0 = t.n0;
-    let m0 = t.m0;
-    let blocks = t.blocks;
-    let o0 = t.o0;
-    let o1 = t.o1;
-    let o2 = t.o2;
-    let o3 = t.o3;
     let xb = params.x_offset / 4u;
-    let vecs = 2u * blocks;
-    // acc[j]: w row n0 + j. Four blocks at a time: shared, lane l holds vec4 l of them.
+    let vecs = 2u * t.blocks;
+    // acc[j]: w row t.n0 + j. Four blocks at a time: shared, lane l holds vec4 l of them.
     var acc = vec4<f32>(0.0);
     // RMSNorm in front (flags bit 4): ss sums the squares of the x values this lane
     // loaded (shared: its own vec4s; otherwise all of them), and x is scaled by the norm
     // weight as it is loaded; the sums are scaled by 1/rms at the end.
     let norm = (params.flags & 16u) != 0u;
     var ss = 0.0;
-    for (var i0 = 0u; i0 < blocks; i0 += 4u) {
+    for (var i0 = 0u; i0 < t.blocks; i0 += 4u) {
         var mine = vec4<f32>(0.0);
         if (share) {
             let v = 2u * i0 + lane;
@@ -282,14 +275,14 @@ fn one_row(t: Tile, lane: u32, share: bool) {
         if (share && X_FIXED_LANES) {
             // All four blocks from fixed lanes by share8, unrolled.
             let xs = share8(mine);
-            acc += tile(o0, o1, o2, o3, i0, blocks, xs.l0, xs.h0)
-                + tile(o0, o1, o2, o3, i0 + 1u, blocks, xs.l1, xs.h1)
-                + tile(o0, o1, o2, o3, i0 + 2u, blocks, xs.l2, xs.h2)
-                + tile(o0, o1, o2, o3, i0 + 3u, blocks, xs.l3, xs.h3);
+            acc += block4(t.o0, t.o1, t.o2, t.o3, i0, t.blocks, xs.l0, xs.h0)
+                + block4(t.o0, t.o1, t.o2, t.o3, i0 + 1u, t.blocks, xs.l1, xs.h1)
+                + block4(t.o0, t.o1, t.o2, t.o3, i0 + 2u, t.blocks, xs.l2, xs.h2)
+                + block4(t.o0, t.o1, t.o2, t.o3, i0 + 3u, t.blocks, xs.l3, xs.h3);
         } else {
             for (var j = 0u; j < 4u; j++) {
                 let i = i0 + j;
-                if (i < blocks) {
+                if (i < t.blocks) {
                     var xl: vec4<f32>;
                     var xh: vec4<f32>;
                     if (share) {
@@ -304,7 +297,7 @@ fn one_row(t: Tile, lane: u32, share: bool) {
                             xh *= norm_w[2u * i + 1u];
                         }
                     }
-                    acc += tile(o0, o1, o2, o3, i, blocks, xl, xh);
+                    acc += block4(t.o0, t.o1, t.o2, t.o3, i, t.blocks, xl, xh);
                 }
             }
         }
@@ -313,7 +306,7 @@ fn one_row(t: Tile, lane: u32, share: bool) {
         acc *= inverseSqrt(sum8(ss, share) / f32(params.k) + params.norm_eps);
     }
     for (var j = 0u; j < NW; j++) {
-        store(m0, n0 + j, acc[j]);
+        store(t.m0, t.n0 + j, acc[j]);
     }
 }
 
@@ -341,36 +334,29 @@ fn linear(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
         one_row(t, lane, share);
         return;
     }
-    let n0 = t.n0;
-    let m0 = t.m0;
-    let blocks = t.blocks;
-    let o0 = t.o0;
-    let o1 = t.o1;
-    let o2 = t.o2;
-    let o3 = t.o3;
 
     // Groups of 4 rows of x with at least one row below m (1 to 4; workgroup-uniform).
-    let groups = min((params.m - m0 + 3u) / 4u, MB / 4u);
+    let groups = min((params.m - t.m0 + 3u) / 4u, MB / 4u);
     var a0 = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var a1 = a0;
     var a2 = a0;
     var a3 = a0;
-    for (var i = 0u; i < blocks; i++) {
+    for (var i = 0u; i < t.blocks; i++) {
         let c = 2u * i;
-        let w = W4(w_block(o0, i), w_block(o1, i), w_block(o2, i), w_block(o3, i));
-        mac(&a0, w, x_rows4(m0, c, share, lane));
+        let w = W4(w_block(t.o0, i), w_block(t.o1, i), w_block(t.o2, i), w_block(t.o3, i));
+        mac(&a0, w, x_rows4(t.m0, c, share, lane));
         if (groups > 1u) {
-            mac(&a1, w, x_rows4(m0 + 4u, c, share, lane));
+            mac(&a1, w, x_rows4(t.m0 + 4u, c, share, lane));
         }
         if (groups > 2u) {
-            mac(&a2, w, x_rows4(m0 + 8u, c, share, lane));
+            mac(&a2, w, x_rows4(t.m0 + 8u, c, share, lane));
         }
         if (groups > 3u) {
-            mac(&a3, w, x_rows4(m0 + 12u, c, share, lane));
+            mac(&a3, w, x_rows4(t.m0 + 12u, c, share, lane));
         }
     }
-    store4(m0, n0, a0);
-    store4(m0 + 4u, n0, a1);
-    store4(m0 + 8u, n0, a2);
-    store4(m0 + 12u, n0, a3);
+    store4(t.m0, t.n0, a0);
+    store4(t.m0 + 4u, t.n0, a1);
+    store4(t.m0 + 8u, t.n0, a2);
+    store4(t.m0 + 12u, t.n0, a3);
 }
