@@ -367,12 +367,12 @@ impl Mixer for Mamba2Mixer {
         // invocation, for prefill and decode: one dispatch with no barriers instead of the
         // four chunked ones, whose workgroup-memory tiles and barriers cost far more there
         // (a 512-token mamba2-130m layer: 214 ms chunked, 60 ms walked; decode 1.06 ms with
-        // ssd_state_update's reduction, 0.6 walked). GPUs keep the chunked matmul form.
+        // ssd_state_update's reduction, ~0.2 with the kernel's step variant, which decode
+        // takes). GPUs keep the chunked matmul form.
         // Decoding with the block norm fused into in_proj (one sequence, texture weights),
-        // the walk also applies the gate, silu(z), and out_proj the RMSNorm that is then left
+        // the step also applies the gate, silu(z), and out_proj the RMSNorm that is then left
         // of the gated norm: one dispatch fewer per layer. That needs the norm over all of
         // d_inner (one group) taken after the gate, Mamba-2's default.
-        // The product fusion conditions mirror what Lm::linear_fused requires.
         let walk = ctx.is_cpu_adapter() && ssd_scan_seq::aligned(&seq_params(1));
         let fuse_gate =
             walk && r.norm.is_some() && l.out_proj.is_texture() && g == 1 && !c.norm_before_gate;
