@@ -135,25 +135,27 @@ fn device(c: &mut Criterion, ctx: &GpuContext) {
     // The read probes (the rates buffer- and texture-stored weights stream at): the profile
     // module checks each probe's sum, then times `iters` repetitions in one pass, keeping the
     // faster of its geometries.
+    let probes = [
+        (
+            "stream_read_64MiB",
+            mamba_wgpu::profile::read_bandwidth as fn(&GpuContext, u64, u32) -> _,
+        ),
+        (
+            "stream_read_tex_64MiB",
+            mamba_wgpu::profile::texture_read_bandwidth,
+        ),
+    ];
     let mut g = c.benchmark_group("device");
     g.sample_size(10);
     g.throughput(Throughput::Bytes(bytes));
-    g.bench_function("stream_read_64MiB", |b| {
-        b.iter_custom(|iters| {
-            let bw = mamba_wgpu::profile::read_bandwidth(ctx, bytes, iters as u32).unwrap();
-            Duration::from_secs_f64(bw.seconds * iters as f64)
-        })
-    });
-    g.finish();
-    let mut g = c.benchmark_group("device");
-    g.sample_size(10);
-    g.throughput(Throughput::Bytes(bytes));
-    g.bench_function("stream_read_tex_64MiB", |b| {
-        b.iter_custom(|iters| {
-            let bw = mamba_wgpu::profile::texture_read_bandwidth(ctx, bytes, iters as u32).unwrap();
-            Duration::from_secs_f64(bw.seconds * iters as f64)
-        })
-    });
+    for (name, probe) in probes {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let bw = probe(ctx, bytes, iters as u32).unwrap();
+                Duration::from_secs_f64(bw.seconds * iters as f64)
+            })
+        });
+    }
     g.finish();
     // The register FMA rate (FLOPs as elements): the ceiling for the matmuls' GFLOP/s.
     let (groups, rounds) = (512u32, 2000u32);
