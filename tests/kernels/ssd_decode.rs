@@ -741,36 +741,28 @@ fn check_seq(what: &str, pr: &Problem, f64_check: bool) {
     let variants = lanes.iter().flat_map(|&sg| [(sg, false), (sg, true)]);
     for (subgroup, step) in variants {
         let what = format!("{what} (subgroup {subgroup}, step {step})");
-        let state_b = upload(&pr.state0);
-        let y_b = upload(&vec![Y_PAD; want_y.len()]);
-        let d = SsdScanSeq::variant(ctx, subgroup, step).unwrap().bind(
-            ctx,
-            &params,
-            SsdScanSeqBuffers {
-                xbc: &xbc_b,
-                dt_raw: &dt_b,
-                heads: &heads_b,
-                state: &state_b,
-                y: &y_b,
-            },
-        );
-        run(ctx, &[&d]).unwrap();
+        let kernel = SsdScanSeq::variant(ctx, subgroup, step).unwrap();
+        // One dispatch from the initial state: (y, final state).
+        let walk = |params: &SsdScanSeqParams, dt_raw: &wgpu::Buffer| {
+            let state_b = upload(&pr.state0);
+            let y_b = upload(&vec![Y_PAD; want_y.len()]);
+            let d = kernel.bind(
+                ctx,
+                params,
+                SsdScanSeqBuffers {
+                    xbc: &xbc_b,
+                    dt_raw,
+                    heads: &heads_b,
+                    state: &state_b,
+                    y: &y_b,
+                },
+            );
+            run(ctx, &[&d]).unwrap();
+            (y_b, state_b)
+        };
+        let (y_b, state_b) = walk(&params, &dt_b);
         check_seq_out(&what, pr, &y_b, &state_b, &want_y, &want_state, f64_check);
-
-        let state_b = upload(&pr.state0);
-        let y_b = upload(&vec![Y_PAD; want_y.len()]);
-        let d = SsdScanSeq::variant(ctx, subgroup, step).unwrap().bind(
-            ctx,
-            &gated,
-            SsdScanSeqBuffers {
-                xbc: &xbc_b,
-                dt_raw: &gated_b,
-                heads: &heads_b,
-                state: &state_b,
-                y: &y_b,
-            },
-        );
-        run(ctx, &[&d]).unwrap();
+        let (y_b, state_b) = walk(&gated, &gated_b);
         let what = format!("{what}, gated");
         check_seq_out(&what, pr, &y_b, &state_b, &want_gated, &want_state, false);
     }
