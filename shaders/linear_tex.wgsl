@@ -9,8 +9,9 @@
 //           mamba_wgpu.conv1d_step: 5 conv weight f32 [channels, K] (read); 6 conv bias f32
 //           [channels] (read; untouched unless flags bit 3); 7 conv state f32
 //           [rows, channels, K - 1] (read_write); 8 conv out f32 (read_write); 9 the RMSNorm
-//           weight f32 [k] as vec4s (flags bit 4; any buffer of 16 bytes or more otherwise).
-// Headers:  two Rust-side headers come before this file (src/kernels/linear_tex.rs).
+//           weight f32 [k] as vec4s (flags bit 4; any buffer of 16 bytes or more otherwise);
+//           10 (x-texture variants only, declared by the x header) x's rows as texels.
+// Headers:  five Rust-side headers come before this file (src/kernels/linear_tex.rs).
 //           The weight header declares binding 2 and w_block: row r of the page starts at
 //           texel ((r % rows_per_line) · tpr, r / rows_per_line), tpr = w_texels_per_row(k)
 //           texels per row (a row never straddles two lines of the texture), and
@@ -23,6 +24,10 @@
 //           subgroups of 8 or more lanes, lanes 0..7 each load one vec4 of x and every lane
 //           takes the others' by subgroupBroadcast/subgroupShuffle (share8, shuffle), so one
 //           load instruction brings 8 vec4s; without, every lane loads all of x itself.
+//           The size header sets WG, the path header declares entry() (every product, or
+//           one-row products only), and the x header declares x_vec4(row, c), vec4 c of
+//           row `row` of x as the multi-row path reads it: from binding 1, or from binding
+//           10, an rgba32float texture holding x's rows (copied in front of the dispatch).
 // Params:   m, n, k; x_offset, x_stride; y_offset, y_stride; bias_offset; flags (bit 0: add
 //           bias, bit 1: accumulate into y, bit 2: conv step, bit 3: conv bias, bit 4:
 //           RMSNorm of x in front, m = 1 only); rows_per_line; col_base (the page's first
@@ -162,16 +167,17 @@ fn x_at(row: u32, c: u32) -> u32 {
     return (params.x_offset + min(row, params.m - 1u) * params.x_stride) / 4u + c;
 }
 
-// Block i (vec4 index c = 2i) of x rows r0 .. r0 + 3. Shared: lane l has loaded
-// x_at(r0 + l / 2, c + l % 2) into `mine`, and the lanes exchange them.
+// Block i (vec4 index c = 2i) of x rows r0 .. r0 + 3, read by x_vec4 (the x header: from
+// binding 1, or from the x texture). Shared: lane l reads vec4 c + l % 2 of row r0 + l / 2,
+// and the lanes exchange them.
 fn x_rows4(r0: u32, c: u32, share: bool, lane: u32) -> X8 {
     if (share) {
-        return share8(x[x_at(r0 + lane / 2u, c + (lane & 1u))]);
+        return share8(x_vec4(r0 + lane / 2u, c + (lane & 1u)));
     }
-    return X8(x[x_at(r0, c)], x[x_at(r0, c + 1u)],
-              x[x_at(r0 + 1u, c)], x[x_at(r0 + 1u, c + 1u)],
-              x[x_at(r0 + 2u, c)], x[x_at(r0 + 2u, c + 1u)],
-              x[x_at(r0 + 3u, c)], x[x_at(r0 + 3u, c + 1u)]);
+    return X8(x_vec4(r0, c), x_vec4(r0, c + 1u),
+              x_vec4(r0 + 1u, c), x_vec4(r0 + 1u, c + 1u),
+              x_vec4(r0 + 2u, c), x_vec4(r0 + 2u, c + 1u),
+              x_vec4(r0 + 3u, c), x_vec4(r0 + 3u, c + 1u));
 }
 
 // Writes output (row, col) = v, adding bias and the old y as the flags ask.

@@ -411,6 +411,7 @@ pub(crate) fn run_profiled(
             for (d, _) in steps {
                 let t0 = wall.elapsed().as_secs_f64() * 1e9;
                 let mut enc = new_encoder();
+                d.encode_pre_copy(&mut enc);
                 {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some(d.label()),
@@ -430,18 +431,29 @@ pub(crate) fn run_profiled(
             let q = ctx.timestamp_queries(2 * n as u32)?;
             let mut enc = new_encoder();
             if mode == ProfileMode::TimestampsInsidePass {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("mamba_wgpu.profile"),
-                    timestamp_writes: None,
-                });
-                for (i, (d, _)) in steps.iter().enumerate() {
-                    let (set, j) = q.slot(2 * i as u32);
-                    pass.write_timestamp(set, j);
-                    d.encode(&mut pass);
-                    pass.write_timestamp(set, j + 1);
+                // One pass, cut in front of a dispatch that needs a copy first (the copy runs
+                // between the passes, outside every dispatch's span).
+                let mut i = 0;
+                while i < n {
+                    steps[i].0.encode_pre_copy(&mut enc);
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("mamba_wgpu.profile"),
+                        timestamp_writes: None,
+                    });
+                    loop {
+                        let (set, j) = q.slot(2 * i as u32);
+                        pass.write_timestamp(set, j);
+                        steps[i].0.encode(&mut pass);
+                        pass.write_timestamp(set, j + 1);
+                        i += 1;
+                        if i == n || steps[i].0.has_pre_copy() {
+                            break;
+                        }
+                    }
                 }
             } else {
                 for (i, (d, _)) in steps.iter().enumerate() {
+                    d.encode_pre_copy(&mut enc);
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: Some(d.label()),
                         timestamp_writes: Some(q.pass_writes(2 * i as u32)),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::context::{BindingKind, GpuContext, KernelPipeline};
 use crate::error::{Error, Result};
-use crate::kernels::{Dispatch, ShaderInfo, MAX_GROUPS_PER_DIM};
+use crate::kernels::{CopyRect, Dispatch, ShaderInfo, MAX_GROUPS_PER_DIM};
 use crate::tensor::WeightDtype;
 
 /// Outputs (rows of w) one wide workgroup computes: 64 invocations of 4 rows each.
@@ -98,6 +98,10 @@ pub struct LinearTexBindings<'a> {
     /// The RMSNorm weight, `[k]` f32 (with [`FLAG_NORM`]; otherwise any buffer of at least
     /// 16 bytes).
     pub norm: &'a wgpu::Buffer,
+    /// For an x-texture pipeline ([`LinearTex::reads_x_texture`]): the texture its multi-row
+    /// path reads x from ([`LinearTex::x_texture`]), filled from `x` by a copy in front of
+    /// the dispatch; `None` for the others.
+    pub x_texture: Option<&'a wgpu::Texture>,
 }
 
 /// The buffers of the conv step fused after the product, as `conv1d_step` binds them.
@@ -137,6 +141,35 @@ const BINDINGS_F32: &[BindingKind] = &[
     BindingKind::StorageRw,
     BindingKind::StorageRw,
     BindingKind::Storage,
+];
+
+// The x-texture variants: the same, then binding 10, x's rows in an rgba32float texture.
+const BINDINGS_F32_X_TEXTURE: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::TextureFloat,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::StorageRw,
+    BindingKind::Storage,
+    BindingKind::TextureFloat,
+];
+
+const BINDINGS_F16_X_TEXTURE: &[BindingKind] = &[
+    BindingKind::Uniform,
+    BindingKind::Storage,
+    BindingKind::TextureUint,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::Storage,
+    BindingKind::Storage,
+    BindingKind::StorageRw,
+    BindingKind::StorageRw,
+    BindingKind::Storage,
+    BindingKind::TextureFloat,
 ];
 
 const BINDINGS_F16: &[BindingKind] = &[
@@ -309,21 +342,49 @@ fn entry(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, lane: u32, share: bool) {
     };
 }
 
+// The x headers: where the multi-row path reads x (the one-row path reads binding 1 always).
+macro_rules! x_buffer {
+    () => {
+        "// x: the multi-row path reads binding 1.
+fn x_vec4(row: u32, c: u32) -> vec4<f32> { return x[x_at(row, c)]; }
+"
+    };
+}
+
+macro_rules! x_texture {
+    () => {
+        "// x: the multi-row path reads binding 10, x's rows copied into an rgba32float texture in
+// front of the dispatch (texel (c, r) = vec4 c of row r of x, x_offset and x_stride applied by
+// the copy): a texel fetch costs lavapipe far less than a storage load, which it runs as a loop
+// over the lanes (in_proj at 128 tokens: 48 -> 61 GFLOP/s).
+@group(0) @binding(10) var x_tex: texture_storage_2d<rgba32float, read>;
+fn x_vec4(row: u32, c: u32) -> vec4<f32> {
+    return textureLoad(x_tex, vec2<u32>(c, min(row, params.m - 1u)));
+}
+"
+    };
+}
+
 macro_rules! variant {
     ($label:literal, $weights:ident, $lanes:ident, $size:ident, $bindings:expr) => {
-        variant!($label, $weights, $lanes, $size, all_rows, $bindings)
+        variant!($label, $weights, $lanes, $size, all_rows, x_buffer, $bindings)
     };
     ($label:literal, $weights:ident, $lanes:ident, $size:ident, $path:ident, $bindings:expr) => {
+        variant!($label, $weights, $lanes, $size, $path, x_buffer, $bindings)
+    };
+    ($label:literal, $weights:ident, $lanes:ident, $size:ident, $path:ident, $x:ident,
+     $bindings:expr) => {
         ShaderInfo {
             label: concat!("mamba_wgpu.", $label),
             source: concat!(
                 "// mamba_wgpu.",
                 $label,
-                ": shaders/linear_tex.wgsl after its weight, lane, size and path headers.\n",
+                ": shaders/linear_tex.wgsl after its weight, lane, size, path and x headers.\n",
                 $weights!(),
                 $lanes!(),
                 $size!(),
                 $path!(),
+                $x!(),
                 include_str!("../../shaders/linear_tex.wgsl")
             ),
             bindings: $bindings,
@@ -536,17 +597,144 @@ pub const INFO_ONE_ROW: [ShaderInfo; 12] = [
     ),
 ];
 
+/// The x-texture twins (any number of rows of x; the multi-row path reads x from a texture
+/// that a copy in front of each dispatch fills, see [`LinearTex::bind`]) of the six wide
+/// variants, then of the six narrow ones, in the order of [`INFO_NARROW`]. For CPU adapters,
+/// whose storage loads cost far more than texel fetches.
+pub const INFO_X_TEXTURE: [ShaderInfo; 12] = [
+    variant!(
+        "linear_tex_x_texture",
+        f32_header,
+        plain_lanes,
+        wide,
+        all_rows,
+        x_texture,
+        BINDINGS_F32_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_x_texture",
+        f16_header,
+        plain_lanes,
+        wide,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_unpack_x_texture",
+        f16_unpack_header,
+        plain_lanes,
+        wide,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_subgroup_x_texture",
+        f32_header,
+        subgroup_lanes,
+        wide,
+        all_rows,
+        x_texture,
+        BINDINGS_F32_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_subgroup_x_texture",
+        f16_header,
+        subgroup_lanes,
+        wide,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_unpack_subgroup_x_texture",
+        f16_unpack_header,
+        subgroup_lanes,
+        wide,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_narrow_x_texture",
+        f32_header,
+        plain_lanes,
+        narrow,
+        all_rows,
+        x_texture,
+        BINDINGS_F32_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_narrow_x_texture",
+        f16_header,
+        plain_lanes,
+        narrow,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_unpack_narrow_x_texture",
+        f16_unpack_header,
+        plain_lanes,
+        narrow,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_subgroup_narrow_x_texture",
+        f32_header,
+        subgroup_lanes,
+        narrow,
+        all_rows,
+        x_texture,
+        BINDINGS_F32_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_subgroup_narrow_x_texture",
+        f16_header,
+        subgroup_lanes,
+        narrow,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+    variant!(
+        "linear_tex_f16_unpack_subgroup_narrow_x_texture",
+        f16_unpack_header,
+        subgroup_lanes,
+        narrow,
+        all_rows,
+        x_texture,
+        BINDINGS_F16_X_TEXTURE
+    ),
+];
+
+/// Which rows of x a pipeline takes and where its multi-row path reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Any number of rows, x read from its buffer.
+    AllRows,
+    /// One row of x only (m = 1), read from its buffer.
+    OneRow,
+    /// Any number of rows, x read from a texture a copy in front of the dispatch fills
+    /// ([`LinearTex::bind`]); one-row products still read the buffer.
+    XTexture,
+}
+
 /// The variant that reads textures holding `dtype`: for f16, the `unpack2x16float` one where
 /// `unpack` (the device has it), the integer widening otherwise; sharing x across subgroup
 /// lanes where `subgroup` (the device has wgpu's `SUBGROUP` feature); in workgroups of 8
-/// invocations where `narrow`, of 64 otherwise; for one row of x only where `one_row`; none
+/// invocations where `narrow`, of 64 otherwise; for the rows and x source of `path`; none
 /// for Q8_0 and Q4_0, which are never stored in textures.
 pub fn info(
     dtype: WeightDtype,
     unpack: bool,
     subgroup: bool,
     narrow: bool,
-    one_row: bool,
+    path: Path,
 ) -> Option<ShaderInfo> {
     let i = match (dtype, unpack, subgroup) {
         (WeightDtype::F32, _, false) => 0,
@@ -565,10 +753,11 @@ pub fn info(
         INFO_F16_SUBGROUP,
         INFO_F16_UNPACK_SUBGROUP,
     ];
-    Some(match (one_row, narrow) {
-        (true, _) => INFO_ONE_ROW[i + 6 * narrow as usize],
-        (false, true) => INFO_NARROW[i],
-        (false, false) => wide[i],
+    Some(match (path, narrow) {
+        (Path::OneRow, _) => INFO_ONE_ROW[i + 6 * narrow as usize],
+        (Path::XTexture, _) => INFO_X_TEXTURE[i + 6 * narrow as usize],
+        (Path::AllRows, true) => INFO_NARROW[i],
+        (Path::AllRows, false) => wide[i],
     })
 }
 
@@ -578,7 +767,7 @@ pub struct LinearTex {
     pipeline: Arc<KernelPipeline>,
     dtype: WeightDtype,
     narrow: bool,
-    one_row: bool,
+    path: Path,
 }
 
 impl LinearTex {
@@ -601,7 +790,21 @@ impl LinearTex {
             f.f16_unpack,
             f.subgroup,
             ctx.is_cpu_adapter(),
-            true,
+            Path::OneRow,
+        )
+    }
+
+    /// [`Self::for_dtype`] reading x from a texture ([`Path::XTexture`]): what CPU adapters
+    /// run their multi-row products with where [`Self::supports_x_texture`] allows.
+    pub fn for_dtype_x_texture(ctx: &GpuContext, dtype: WeightDtype) -> Result<Self> {
+        let f = ctx.features();
+        Self::build(
+            ctx,
+            dtype,
+            f.f16_unpack,
+            f.subgroup,
+            ctx.is_cpu_adapter(),
+            Path::XTexture,
         )
     }
 
@@ -615,7 +818,7 @@ impl LinearTex {
         subgroup: bool,
         narrow: bool,
     ) -> Result<Self> {
-        Self::build(ctx, dtype, unpack, subgroup, narrow, false)
+        Self::build(ctx, dtype, unpack, subgroup, narrow, Path::AllRows)
     }
 
     /// [`Self::variant`] for one row of x only (see [`Self::for_dtype_one_row`]); its params
@@ -627,7 +830,18 @@ impl LinearTex {
         subgroup: bool,
         narrow: bool,
     ) -> Result<Self> {
-        Self::build(ctx, dtype, unpack, subgroup, narrow, true)
+        Self::build(ctx, dtype, unpack, subgroup, narrow, Path::OneRow)
+    }
+
+    /// [`Self::variant`] reading x from a texture (see [`Self::for_dtype_x_texture`]).
+    pub fn variant_x_texture(
+        ctx: &GpuContext,
+        dtype: WeightDtype,
+        unpack: bool,
+        subgroup: bool,
+        narrow: bool,
+    ) -> Result<Self> {
+        Self::build(ctx, dtype, unpack, subgroup, narrow, Path::XTexture)
     }
 
     fn build(
@@ -636,7 +850,7 @@ impl LinearTex {
         unpack: bool,
         subgroup: bool,
         narrow: bool,
-        one_row: bool,
+        path: Path,
     ) -> Result<Self> {
         if unpack && dtype == WeightDtype::F16 && !ctx.features().f16_unpack {
             return Err(Error::MissingFeature("SHADER_F16_IN_F32"));
@@ -644,26 +858,31 @@ impl LinearTex {
         if subgroup && !ctx.features().subgroup {
             return Err(Error::MissingFeature("SUBGROUP"));
         }
-        let info = info(dtype, unpack, subgroup, narrow, one_row).ok_or_else(|| {
+        let info = info(dtype, unpack, subgroup, narrow, path).ok_or_else(|| {
             Error::InvalidInput(format!("no {} variant of linear_tex", dtype.name()))
         })?;
         Ok(Self {
             pipeline: ctx.pipeline(info.label, info.source, info.bindings)?,
             dtype,
             narrow,
-            one_row,
+            path,
         })
     }
 
     /// Whether this pipeline takes one row of x only.
     pub fn is_one_row(&self) -> bool {
-        self.one_row
+        self.path == Path::OneRow
+    }
+
+    /// Whether this pipeline reads x from a texture ([`LinearTexBindings::x_texture`]).
+    pub fn reads_x_texture(&self) -> bool {
+        self.path == Path::XTexture
     }
 
     /// [`Self::check`], and for a one-row pipeline that `params` has one row of x.
     pub fn check_rows(&self, params: &LinearTexParams) -> Result<()> {
         Self::check(params)?;
-        if self.one_row && params.m != 1 {
+        if self.is_one_row() && params.m != 1 {
             return Err(Error::Shape(format!(
                 "the one-row linear_tex takes one row of x, got m = {}",
                 params.m
@@ -743,29 +962,106 @@ impl LinearTex {
         Ok(())
     }
 
-    /// Creates the dispatch (params uniform and bind group).
+    /// Whether an x-texture pipeline can take x rows `x_stride` elements apart (the same at
+    /// every length) with reduction length `k`, up to `rows` rows: the copy's rows must be
+    /// 256 bytes apart (wgpu's copy alignment: `x_stride % 64 == 0`), and the texture of
+    /// `k / 4` texels by `rows` must fit the device's 2-D texture limit.
+    pub fn supports_x_texture(ctx: &GpuContext, k: u32, x_stride: u32, rows: u32) -> bool {
+        let max = ctx.device().limits().max_texture_dimension_2d;
+        k > 0
+            && k.is_multiple_of(8)
+            && x_stride >= k
+            && x_stride.is_multiple_of(64)
+            && (1..=max).contains(&rows)
+            && k / 4 <= max
+    }
+
+    /// The texture an x-texture pipeline reads x from, for products of reduction length `k`
+    /// and up to `rows` rows: `k / 4` rgba32float texels by `rows` (texel (c, r) is vec4 c of
+    /// row r), copied into from x in front of each dispatch. One texture serves every product
+    /// of that shape in a submission (each copy and its dispatch run in order).
+    pub fn x_texture(ctx: &GpuContext, k: u32, rows: u32) -> Result<wgpu::Texture> {
+        let max = ctx.device().limits().max_texture_dimension_2d;
+        if !k.is_multiple_of(8) || k / 4 > max || rows == 0 || rows > max {
+            return Err(Error::Shape(format!(
+                "linear_tex: an x texture of {} texels by {rows} rows (k {k}) is outside the \
+                 device's {max} per side, or k is not a multiple of 8",
+                k / 4
+            )));
+        }
+        Ok(ctx.device().create_texture(&wgpu::TextureDescriptor {
+            label: Some("mamba_wgpu.linear_tex.x"),
+            size: wgpu::Extent3d {
+                width: k / 4,
+                height: rows,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        }))
+    }
+
+    /// Creates the dispatch (params uniform and bind group). An x-texture pipeline's dispatch
+    /// carries the copy of x's `m` rows into `b.x_texture` in front of it, whose rectangle
+    /// follows the params (so `x_offset` and `x_stride` apply to the copy; the stride must be
+    /// a multiple of 64, see [`Self::supports_x_texture`]).
+    ///
+    /// # Panics
+    /// If this pipeline reads x from a texture and `b.x_texture` is `None`.
     pub fn bind(
         &self,
         ctx: &GpuContext,
         params: &LinearTexParams,
         b: LinearTexBindings<'_>,
     ) -> Dispatch {
+        let mut resources = vec![
+            b.x.as_entire_binding(),
+            wgpu::BindingResource::TextureView(b.w),
+            b.bias.as_entire_binding(),
+            b.y.as_entire_binding(),
+            b.conv.weight.as_entire_binding(),
+            b.conv.bias.as_entire_binding(),
+            b.conv.state.as_entire_binding(),
+            b.conv.out.as_entire_binding(),
+            b.norm.as_entire_binding(),
+        ];
+        if !self.reads_x_texture() {
+            return Dispatch::with_resources(
+                ctx,
+                &self.pipeline,
+                params,
+                &resources,
+                self.workgroups_fn()(params),
+            );
+        }
+        let xt = b
+            .x_texture
+            .expect("an x-texture linear_tex pipeline needs LinearTexBindings::x_texture");
+        let view = xt.create_view(&Default::default());
+        resources.push(wgpu::BindingResource::TextureView(&view));
         Dispatch::with_resources(
             ctx,
             &self.pipeline,
             params,
-            &[
-                b.x.as_entire_binding(),
-                wgpu::BindingResource::TextureView(b.w),
-                b.bias.as_entire_binding(),
-                b.y.as_entire_binding(),
-                b.conv.weight.as_entire_binding(),
-                b.conv.bias.as_entire_binding(),
-                b.conv.state.as_entire_binding(),
-                b.conv.out.as_entire_binding(),
-                b.norm.as_entire_binding(),
-            ],
+            &resources,
             self.workgroups_fn()(params),
         )
+        .with_pre_copy(b.x, xt, x_copy_rect, params)
+    }
+}
+
+/// The copy of x into the x texture for a dispatch's params: `m` rows of `k / 4` texels from
+/// element `x_offset`, `x_stride` elements apart.
+fn x_copy_rect(params: &[u8]) -> CopyRect {
+    let p: LinearTexParams = bytemuck::pod_read_unaligned(params);
+    CopyRect {
+        offset: 4 * u64::from(p.x_offset),
+        bytes_per_row: 4 * p.x_stride,
+        texels: p.k / 4,
+        rows: p.m,
     }
 }

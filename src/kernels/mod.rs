@@ -101,6 +101,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
     ];
     all.extend(linear_tex::INFO_NARROW);
     all.extend(linear_tex::INFO_ONE_ROW);
+    all.extend(linear_tex::INFO_X_TEXTURE);
     all.push(rmsnorm::INFO_NARROW);
     all.push(rmsnorm_gated::INFO_NARROW);
     all
@@ -114,6 +115,32 @@ pub struct Dispatch {
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,
     workgroups: [u32; 3],
+    pre: Option<PreCopy>,
+}
+
+/// The rectangle of a buffer-to-texture copy: `rows` rows of `texels` 16-byte texels, the
+/// first at byte `offset` of the buffer and each `bytes_per_row` after the one before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyRect {
+    /// Byte offset of the first row in the buffer.
+    pub offset: u64,
+    /// Bytes between rows in the buffer (a multiple of 256, wgpu's copy row alignment).
+    pub bytes_per_row: u32,
+    /// Texels per row.
+    pub texels: u32,
+    /// Rows.
+    pub rows: u32,
+}
+
+/// A buffer-to-texture copy a dispatch needs in front of it (linear_tex's x texture). Its
+/// rectangle follows the dispatch's params through `rect_of`, so a plan that rewrites the
+/// params for another length moves the copy with them.
+#[derive(Debug)]
+struct PreCopy {
+    src: wgpu::Buffer,
+    dst: wgpu::Texture,
+    rect_of: fn(&[u8]) -> CopyRect,
+    rect: CopyRect,
 }
 
 impl Dispatch {
@@ -160,21 +187,71 @@ impl Dispatch {
             bind_group,
             params: params_buf,
             workgroups,
+            pre: None,
         }
+    }
+
+    /// Adds a copy from `src` into `dst` that runs before the dispatch, over the rectangle
+    /// `rect_of` gives for the params' bytes (now `params`, later those of every update).
+    pub fn with_pre_copy<P: bytemuck::Pod>(
+        mut self,
+        src: &wgpu::Buffer,
+        dst: &wgpu::Texture,
+        rect_of: fn(&[u8]) -> CopyRect,
+        params: &P,
+    ) -> Self {
+        self.pre = Some(PreCopy {
+            src: src.clone(),
+            dst: dst.clone(),
+            rect_of,
+            rect: rect_of(bytemuck::bytes_of(params)),
+        });
+        self
+    }
+
+    /// Whether the dispatch needs a copy in front of it (outside any compute pass).
+    pub fn has_pre_copy(&self) -> bool {
+        self.pre.is_some()
+    }
+
+    /// Records the copy the dispatch needs in front of it, if any (an empty one is skipped).
+    pub fn encode_pre_copy(&self, enc: &mut wgpu::CommandEncoder) {
+        let Some(p) = &self.pre else { return };
+        let r = p.rect;
+        if r.rows == 0 || r.texels == 0 || self.workgroups.contains(&0) {
+            return;
+        }
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &p.src,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: r.offset,
+                    bytes_per_row: Some(r.bytes_per_row),
+                    rows_per_image: Some(r.rows),
+                },
+            },
+            p.dst.as_image_copy(),
+            wgpu::Extent3d {
+                width: r.texels,
+                height: r.rows,
+                depth_or_array_layers: 1,
+            },
+        );
     }
 
     /// Rewrites the params and workgroup counts (for a call with another length or batch);
     /// the write lands before the next submit.
     pub fn update<P: bytemuck::Pod>(&mut self, ctx: &GpuContext, params: &P, workgroups: [u32; 3]) {
-        ctx.queue()
-            .write_buffer(&self.params, 0, bytemuck::bytes_of(params));
-        self.workgroups = workgroups;
+        self.update_bytes(ctx, bytemuck::bytes_of(params), workgroups);
     }
 
     /// Like [`Dispatch::update`] with the params already as bytes.
     pub fn update_bytes(&mut self, ctx: &GpuContext, params: &[u8], workgroups: [u32; 3]) {
         ctx.queue().write_buffer(&self.params, 0, params);
         self.workgroups = workgroups;
+        if let Some(p) = &mut self.pre {
+            p.rect = (p.rect_of)(params);
+        }
     }
 
     /// The pipeline label.
@@ -207,15 +284,28 @@ pub fn run(ctx: &GpuContext, dispatches: &[&Dispatch]) -> Result<()> {
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("mamba_wgpu.run"),
         });
-    {
+    encode_all(&mut enc, "mamba_wgpu.run", dispatches.iter().copied());
+    ctx.queue().submit([enc.finish()]);
+    ctx.wait()
+}
+
+/// Records `dispatches` in order into compute passes of `enc`: one pass, cut in front of
+/// every dispatch that needs a copy first (copies cannot sit inside a pass).
+pub fn encode_all<'a>(
+    enc: &mut wgpu::CommandEncoder,
+    label: &str,
+    dispatches: impl IntoIterator<Item = &'a Dispatch>,
+) {
+    let mut it = dispatches.into_iter().peekable();
+    while let Some(first) = it.next() {
+        first.encode_pre_copy(enc);
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("mamba_wgpu.run"),
+            label: Some(label),
             timestamp_writes: None,
         });
-        for d in dispatches {
+        first.encode(&mut pass);
+        while let Some(d) = it.next_if(|d| !d.has_pre_copy()) {
             d.encode(&mut pass);
         }
     }
-    ctx.queue().submit([enc.finish()]);
-    ctx.wait()
 }

@@ -12,7 +12,7 @@
 //! token on the GPU.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
@@ -63,6 +63,27 @@ pub(crate) struct Rec<'a> {
     /// out_proj adds into `mix` (the residual) instead of writing it (with `norm`: no norm
     /// dispatch is left to add it).
     pub accumulate_mix: bool,
+    /// The plan's x textures (x-texture products on CPU adapters).
+    pub x_textures: &'a XTextures,
+}
+
+/// The x textures of one plan's x-texture products ([`LinearTex::for_dtype_x_texture`]): one
+/// per (k, rows) shape, shared by every product of that shape, since each product's copy into
+/// it runs just before its own dispatch and a plan's dispatches run in order.
+#[derive(Default)]
+pub(crate) struct XTextures(Mutex<Vec<((u32, u32), wgpu::Texture)>>);
+
+impl XTextures {
+    /// The texture for products of reduction length `k` and up to `rows` rows of x.
+    fn get(&self, ctx: &GpuContext, k: u32, rows: u32) -> Result<wgpu::Texture> {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, t)) = v.iter().find(|(key, _)| *key == (k, rows)) {
+            return Ok(t.clone());
+        }
+        let t = LinearTex::x_texture(ctx, k, rows)?;
+        v.push(((k, rows), t.clone()));
+        Ok(t)
+    }
 }
 
 /// One model family's mixer: its weights, buffers and dispatches.
@@ -98,6 +119,10 @@ pub(crate) struct CommonKernels {
     /// lm_head): the one-row path alone.
     linear_tex_row: LinearTex,
     linear_tex_f16_row: LinearTex,
+    /// The same reading x from a texture, for multi-row products on CPU adapters (whose
+    /// storage loads cost far more than texel fetches).
+    linear_tex_xt: LinearTex,
+    linear_tex_f16_xt: LinearTex,
     /// The dequantising product over Q8_0 weights (buffers only).
     gemv_q8_0: GemvQ8,
     /// The same over Q4_0 weights.
@@ -319,6 +344,8 @@ impl Lm {
             linear_tex_f16: LinearTex::for_dtype(&ctx, WeightDtype::F16)?,
             linear_tex_row: LinearTex::for_dtype_one_row(&ctx, WeightDtype::F32)?,
             linear_tex_f16_row: LinearTex::for_dtype_one_row(&ctx, WeightDtype::F16)?,
+            linear_tex_xt: LinearTex::for_dtype_x_texture(&ctx, WeightDtype::F32)?,
+            linear_tex_f16_xt: LinearTex::for_dtype_x_texture(&ctx, WeightDtype::F16)?,
             gemv_q8_0: GemvQ8::new(&ctx)?,
             gemv_q4_0: GemvQ4::new(&ctx)?,
             sample: Sample::new(&ctx)?,
@@ -405,27 +432,39 @@ impl Lm {
         let ctx = &*self.ctx;
         // Q8_0 and Q4_0 have one kernel each, the dequantising GEMV, for decode and prefill
         // alike (it streams w once per 4 rows of x).
-        let (matmul, gemv, tex, tex_row) = match w.dtype {
+        let (matmul, gemv, tex, tex_row, tex_xt) = match w.dtype {
             WeightDtype::F32 => (
                 &self.k.matmul,
                 &self.k.gemv,
                 &self.k.linear_tex,
                 &self.k.linear_tex_row,
+                &self.k.linear_tex_xt,
             ),
             WeightDtype::F16 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => (
                 &self.k.matmul_f16,
                 &self.k.gemv_f16,
                 &self.k.linear_tex_f16,
                 &self.k.linear_tex_f16_row,
+                &self.k.linear_tex_f16_xt,
             ),
         };
         // A product whose x has one row at every length (m is constant or grows with len, so
         // the first length's and the capacity's cover them all) takes the one-row texture
-        // pipeline.
-        let tex = if rows(1).0 == 1 && rows(r.cap).0 == 1 {
-            tex_row
+        // pipeline. Others on a CPU adapter read x from a texture where the copy into it can
+        // take x's rows: a stride that is the same at every length (so the capacity's and one
+        // token's cover them all) and passes LinearTex::supports_x_texture.
+        let (one, at_cap) = (rows(1), rows(r.cap));
+        let stride = |xs: u32| if xs == 0 { x_stride } else { xs };
+        let (tex, x_texture) = if one.0 == 1 && at_cap.0 == 1 {
+            (tex_row, None)
+        } else if ctx.is_cpu_adapter()
+            && stride(one.2) == stride(at_cap.2)
+            && LinearTex::supports_x_texture(ctx, w.cols as u32, stride(at_cap.2), at_cap.0)
+        {
+            let t = r.x_textures.get(ctx, w.cols as u32, at_cap.0)?;
+            (tex_xt, Some(t))
         } else {
-            tex
+            (tex, None)
         };
         // A GEMV streams each weight once for a few rows; the tiled matmul pays for tiles of 64
         // rows, so a product of few rows (decode, or the prefill's last-token lm_head) uses the
@@ -527,6 +566,7 @@ impl Lm {
                             .map(|c| c.bufs)
                             .unwrap_or(ConvStepBindings::unused(&self.dummy, &self.dummy_rw)),
                         norm: fuse.norm.map(|n| n.weight).unwrap_or(&self.dummy),
+                        x_texture: x_texture.as_ref(),
                     };
                     plan.push(r.cap, tex_params, tex.workgroups_fn(), |p| {
                         tex.bind(ctx, p, b)
@@ -643,6 +683,7 @@ struct Acts {
     mix: wgpu::Buffer,
     logits: wgpu::Buffer,
     mixer: Vec<wgpu::Buffer>,
+    x_textures: XTextures,
 }
 
 /// A batch of sequences being generated: every layer's recurrent states, the prefill and decode
@@ -740,6 +781,7 @@ impl Session {
                     .into_iter()
                     .map(|n| ctx.storage_buffer("mixer", n))
                     .collect::<Result<_>>()?,
+                x_textures: XTextures::default(),
             })
         };
         let prefill_acts = acts(chunk, if o.all_logits { b * chunk } else { b })?;
@@ -855,6 +897,7 @@ impl Session {
                     eps,
                 }),
                 accumulate_mix: fuse_norm,
+                x_textures: &a.x_textures,
             };
             m.mixer.record(m, &mut plan, i, &r)?;
         }
@@ -877,6 +920,7 @@ impl Session {
             states: &[],
             norm: None,
             accumulate_mix: false,
+            x_textures: &a.x_textures,
         };
         m.linear(
             &mut plan,
@@ -1048,15 +1092,9 @@ impl Session {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("mamba_wgpu.forward"),
             });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("mamba_wgpu.forward"),
-                timestamp_writes: None,
-            });
-            plan.encode(&mut pass);
-            if sample {
-                sampler.encode(&mut pass);
-            }
+        plan.encode(&mut enc, "mamba_wgpu.forward");
+        if sample {
+            sampler.encode(&mut enc, "mamba_wgpu.sample");
         }
         if sample {
             enc.copy_buffer_to_buffer(

@@ -64,11 +64,10 @@ impl Plan {
         }
     }
 
-    /// Records every step into `pass`.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for s in &self.steps {
-            s.dispatch.encode(pass);
-        }
+    /// Records every step into compute passes of `enc` (one pass, cut where a step needs a
+    /// copy in front of it: see [`crate::kernels::encode_all`]).
+    pub fn encode(&self, enc: &mut wgpu::CommandEncoder, label: &str) {
+        crate::kernels::encode_all(enc, label, self.steps.iter().map(|s| &s.dispatch));
     }
 
     /// Every step's dispatch with its current params as 4-byte words, in record order (for

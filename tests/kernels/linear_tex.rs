@@ -67,6 +67,15 @@ impl Case {
         }
     }
 
+    /// [`Case::strided`] with x's rows 256 bytes apart (the stride rounded up to 64
+    /// elements), which the x-texture pipelines' copy can take.
+    fn row_aligned(m: usize, n: usize, k: usize) -> Self {
+        Self {
+            x_stride: (k + 4).next_multiple_of(64),
+            ..Self::strided(m, n, k)
+        }
+    }
+
     fn x_len(&self) -> usize {
         self.x_offset + self.m.saturating_sub(1) * self.x_stride + self.k + 4
     }
@@ -123,20 +132,27 @@ fn check_on(gpu: &GpuContext, dtype: WeightDtype, c: Case) -> usize {
     check_variant(gpu, dtype, false, false, false, c)
 }
 
-/// The all-rows pipeline of a variant and, for one row of x (`m` = 1), its one-row twin (what
-/// the model takes for decode products), each with a name for messages.
+/// The all-rows pipeline of a variant, its x-texture twin where the case's x rows can be
+/// copied into a texture (what the model takes for prefill products on CPU adapters) and, for
+/// one row of x (`m` = 1), its one-row twin (what the model takes for decode products), each
+/// with a name for messages.
 fn kernels(
     gpu: &GpuContext,
     dtype: WeightDtype,
     native: bool,
     subgroup: bool,
     narrow: bool,
-    m: usize,
+    (m, k, x_stride): (usize, usize, usize),
 ) -> Vec<(LinearTex, &'static str)> {
     let mut v = vec![(
         LinearTex::variant(gpu, dtype, native, subgroup, narrow).unwrap(),
         "all rows",
     )];
+    if LinearTex::supports_x_texture(gpu, k as u32, x_stride as u32, m as u32) {
+        let xt = LinearTex::variant_x_texture(gpu, dtype, native, subgroup, narrow).unwrap();
+        assert!(xt.reads_x_texture() && !xt.is_one_row());
+        v.push((xt, "x texture"));
+    }
     if m == 1 {
         let one = LinearTex::variant_one_row(gpu, dtype, native, subgroup, narrow).unwrap();
         assert!(one.is_one_row());
@@ -183,10 +199,13 @@ fn check_variant(
     let mut want = y0.clone();
     write_rows(&mut want, c.y_offset, c.y_stride, c.accumulate, &out, c.n);
 
-    for (kernel, path) in kernels(gpu, dtype, native, subgroup, narrow, c.m) {
+    for (kernel, path) in kernels(gpu, dtype, native, subgroup, narrow, (c.m, c.k, c.x_stride)) {
         let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
         let (x_b, bias_b, y_b) = (up(&x), up(&bias), up(&y0));
         let unused_rw = up(&[0.0]);
+        let x_tex = kernel
+            .reads_x_texture()
+            .then(|| LinearTex::x_texture(gpu, c.k as u32, c.m as u32).unwrap());
         run_pages(
             gpu,
             &kernel,
@@ -210,6 +229,7 @@ fn check_variant(
                 y: &y_b,
                 conv: ConvStepBindings::unused(&x_b, &unused_rw),
                 norm: &x_b,
+                x_texture: x_tex.as_ref(),
             },
         );
         let got: Vec<f32> = gpu.read_buffer(&y_b, 0, c.y_len()).unwrap();
@@ -254,6 +274,7 @@ fn texture_linear_matches_reference_on_awkward_shapes() {
         for &(m, n, k) in SHAPES {
             check_on(ctx(), dtype, Case::plain(m, n, k));
             check_on(ctx(), dtype, Case::strided(m, n, k));
+            check_on(ctx(), dtype, Case::row_aligned(m, n, k));
         }
     }
 }
@@ -342,6 +363,7 @@ fn unpack_f16_variant_matches_reference_where_the_device_has_it() {
                 y: &y_b,
                 conv: ConvStepBindings::unused(&x_b, &zeros(1)),
                 norm: &x_b,
+                x_texture: None,
             },
         );
     run(ctx(), &[&d]).unwrap();
@@ -528,8 +550,11 @@ fn check_conv(
         },
     );
 
-    for (tex, path) in kernels(gpu, dtype, false, subgroup, narrow, m) {
+    for (tex, path) in kernels(gpu, dtype, false, subgroup, narrow, (m, k, k)) {
         let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+        let x_tex = tex
+            .reads_x_texture()
+            .then(|| LinearTex::x_texture(gpu, k as u32, m as u32).unwrap());
         let (x_b, y_b, cw_b, cb_b) = (up(&x), up(&vec![0.0; m * n]), up(&cw), up(&cb));
         let (state_b, out_b) = (up(&state0), up(&vec![f32::NAN; m * channels + 3]));
         run_pages(
@@ -563,6 +588,7 @@ fn check_conv(
                     out: &out_b,
                 },
                 norm: &x_b,
+                x_texture: x_tex.as_ref(),
             },
         );
         let tol = 1e-6 * k as f32;
@@ -608,6 +634,8 @@ fn conv_step_fuses_after_the_product() {
         ((2, 100, 32), (20, 61, 4), true),
         ((1, 40, 8), (8, 30, 2), true),
         ((4, 33, 8), (1, 31, 1), false),
+        // x rows 256 bytes apart: the x-texture pipelines too (batched decode on CPUs).
+        ((3, 70, 64), (5, 41, 4), true),
     ];
     for (i, &(shape, conv, bias)) in cases.iter().enumerate() {
         for dtype in [WeightDtype::F32, WeightDtype::F16] {
@@ -672,8 +700,11 @@ fn check_norm(
     let want = linear(&normed, 0, k, 1, &w_eff, n, k, Some(&bias));
     let pm =
         PagedMatrix::from_slice_stored(gpu, "w", &w, n, k, dtype, WeightStorage::Texture).unwrap();
-    for (kernel, path) in kernels(gpu, dtype, false, subgroup, narrow, 1) {
+    for (kernel, path) in kernels(gpu, dtype, false, subgroup, narrow, (1, k, k)) {
         let up = |v: &[f32]| gpu.storage_buffer_init("test", v).unwrap();
+        let x_tex = kernel
+            .reads_x_texture()
+            .then(|| LinearTex::x_texture(gpu, k as u32, 1).unwrap());
         let (x_b, g_b, bias_b, y_b, rw) =
             (up(&x), up(&g), up(&bias), up(&vec![0.0; n]), up(&[0.0]));
         run_pages(
@@ -700,6 +731,7 @@ fn check_norm(
                 y: &y_b,
                 conv: ConvStepBindings::unused(&x_b, &rw),
                 norm: &g_b,
+                x_texture: x_tex.as_ref(),
             },
         );
         let got: Vec<f32> = gpu.read_buffer(&y_b, 0, n).unwrap();
