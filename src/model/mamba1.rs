@@ -6,6 +6,7 @@
 //! xz  = normed · in_projᵀ (+ bias)            [rows, 2·d_inner]: x | z
 //! xc  = silu(causal_conv1d(x) + conv bias)    conv state: the last d_conv-1 inputs
 //! dbc = xc · x_projᵀ                          [rows, dt_rank + 2·d_state]: dt_low | B | C
+//!                                             (rows padded to a multiple of 64 elements)
 //! dt  = dbc[:, :dt_rank] · dt_projᵀ           (its bias is added inside the scan)
 //! y   = selective_scan(dt, B, C, xc, z)       softplus, exp(ΔA), ΔB·x, C·h + D·x, ·silu(z)
 //! mix = y · out_projᵀ (+ bias)
@@ -62,6 +63,14 @@ struct Mamba1Mixer {
 pub struct Mamba1 {
     lm: Arc<Lm>,
     cfg: Mamba1Config,
+}
+
+/// Elements between rows of dbc: its dt_rank + 2·d_state columns rounded up to a multiple of
+/// 64, so that rows sit 256 bytes apart and dt_proj's x (dbc's first dt_rank columns) can be
+/// copied into a texture on CPU adapters (wgpu's copy row alignment; mamba-130m's 80-wide
+/// rows otherwise cost its prefill dt_proj 4x). The padding is never written or read.
+fn dbc_stride(c: &Mamba1Config) -> u32 {
+    (c.dt_rank + 2 * c.d_state).next_multiple_of(64) as u32
 }
 
 fn opt_vector(
@@ -234,14 +243,14 @@ impl Mixer for Mamba1Mixer {
         vec![
             rows * 2 * c.d_inner,
             rows * c.d_inner,
-            rows * (c.dt_rank + 2 * c.d_state),
+            rows * dbc_stride(c) as usize,
             rows * c.d_inner,
             rows * c.d_inner,
         ]
     }
 
     fn widest_row(&self) -> usize {
-        (2 * self.cfg.d_inner).max(self.cfg.dt_rank + 2 * self.cfg.d_state)
+        (2 * self.cfg.d_inner).max(dbc_stride(&self.cfg) as usize)
     }
 
     fn weight_bytes(&self) -> u64 {
@@ -265,7 +274,7 @@ impl Mixer for Mamba1Mixer {
         let l = &self.layers[i];
         let (b, cap, dm) = (r.batch, r.cap, c.d_model as u32);
         let (e, n, rank) = (c.d_inner as u32, c.d_state as u32, c.dt_rank as u32);
-        let dbc_w = rank + 2 * n;
+        let dbc_w = dbc_stride(c);
         let a = r.acts;
         let all = Lm::all_rows(b);
 
