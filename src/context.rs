@@ -648,6 +648,31 @@ impl GpuContext {
         Ok(())
     }
 
+    /// A 2-D texture of `width` × `height` texels of `format` that kernels bind as a
+    /// read-only storage texture and that is filled by writes or copies.
+    pub fn storage_texture(
+        &self,
+        label: &str,
+        format: wgpu::TextureFormat,
+        width: u32,
+        height: u32,
+    ) -> wgpu::Texture {
+        self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
+            size: wgpu::Extent3d {
+                width,
+                height,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        })
+    }
+
     /// A zero-filled storage buffer of `len` f32/u32 elements (at least one element: zero-sized
     /// bindings are invalid), checked against the binding limit.
     pub fn storage_buffer(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {

@@ -733,16 +733,12 @@ pub fn texture_read_bandwidth(ctx: &GpuContext, bytes: u64, reps: u32) -> Result
         height,
         depth_or_array_layers: 1,
     };
-    let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
-        label: Some("mamba_wgpu.probe.texture"),
-        size,
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba32Float,
-        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+    let texture = ctx.storage_texture(
+        "mamba_wgpu.probe.texture",
+        wgpu::TextureFormat::Rgba32Float,
+        width,
+        height,
+    );
     ctx.queue().write_texture(
         wgpu::TexelCopyTextureInfo {
             texture: &texture,

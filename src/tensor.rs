@@ -541,16 +541,7 @@ fn texture_pages(
             height,
             depth_or_array_layers: 1,
         };
-        let texture = ctx.device().create_texture(&wgpu::TextureDescriptor {
-            label: Some(label),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
+        let texture = ctx.storage_texture(label, format, width, height);
         ctx.queue().write_texture(
             wgpu::TexelCopyTextureInfo {
                 texture: &texture,

@@ -130,60 +130,26 @@ impl<'a> ConvStepBindings<'a> {
     }
 }
 
-const BINDINGS_F32: &[BindingKind] = &[
-    BindingKind::Uniform,
-    BindingKind::Storage,
-    BindingKind::TextureFloat,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-];
+// The bindings of a variant whose weight texture (binding 2) is `w`: N = 10, or N = 11 for the
+// x-texture variants, whose binding 10 holds x's rows in an rgba32float texture.
+const fn bindings<const N: usize>(w: BindingKind) -> [BindingKind; N] {
+    use BindingKind::{Storage, StorageRw, TextureFloat, Uniform};
+    let head = [
+        Uniform, Storage, w, Storage, StorageRw, Storage, Storage, StorageRw, StorageRw, Storage,
+    ];
+    let mut out = [TextureFloat; N];
+    let mut i = 0;
+    while i < head.len() && i < N {
+        out[i] = head[i];
+        i += 1;
+    }
+    out
+}
 
-// The x-texture variants: the same, then binding 10, x's rows in an rgba32float texture.
-const BINDINGS_F32_X_TEXTURE: &[BindingKind] = &[
-    BindingKind::Uniform,
-    BindingKind::Storage,
-    BindingKind::TextureFloat,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-    BindingKind::TextureFloat,
-];
-
-const BINDINGS_F16_X_TEXTURE: &[BindingKind] = &[
-    BindingKind::Uniform,
-    BindingKind::Storage,
-    BindingKind::TextureUint,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-    BindingKind::TextureFloat,
-];
-
-const BINDINGS_F16: &[BindingKind] = &[
-    BindingKind::Uniform,
-    BindingKind::Storage,
-    BindingKind::TextureUint,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-    BindingKind::Storage,
-    BindingKind::StorageRw,
-    BindingKind::StorageRw,
-    BindingKind::Storage,
-];
+const BINDINGS_F32: &[BindingKind] = &bindings::<10>(BindingKind::TextureFloat);
+const BINDINGS_F16: &[BindingKind] = &bindings::<10>(BindingKind::TextureUint);
+const BINDINGS_F32_X_TEXTURE: &[BindingKind] = &bindings::<11>(BindingKind::TextureFloat);
+const BINDINGS_F16_X_TEXTURE: &[BindingKind] = &bindings::<11>(BindingKind::TextureUint);
 
 // The weight headers: binding 2 and `w_block` for each texture format.
 macro_rules! f32_header {
@@ -967,7 +933,7 @@ impl LinearTex {
     /// 256 bytes apart (wgpu's copy alignment: `x_stride % 64 == 0`), and the texture of
     /// `k / 4` texels by `rows` must fit the device's 2-D texture limit.
     pub fn supports_x_texture(ctx: &GpuContext, k: u32, x_stride: u32, rows: u32) -> bool {
-        let max = ctx.device().limits().max_texture_dimension_2d;
+        let max = ctx.texture_dimension_limit();
         k > 0
             && k.is_multiple_of(8)
             && x_stride >= k
@@ -981,7 +947,7 @@ impl LinearTex {
     /// row r), copied into from x in front of each dispatch. One texture serves every product
     /// of that shape in a submission (each copy and its dispatch run in order).
     pub fn x_texture(ctx: &GpuContext, k: u32, rows: u32) -> Result<wgpu::Texture> {
-        let max = ctx.device().limits().max_texture_dimension_2d;
+        let max = ctx.texture_dimension_limit();
         if !k.is_multiple_of(8) || k / 4 > max || rows == 0 || rows > max {
             return Err(Error::Shape(format!(
                 "linear_tex: an x texture of {} texels by {rows} rows (k {k}) is outside the \
@@ -989,20 +955,12 @@ impl LinearTex {
                 k / 4
             )));
         }
-        Ok(ctx.device().create_texture(&wgpu::TextureDescriptor {
-            label: Some("mamba_wgpu.linear_tex.x"),
-            size: wgpu::Extent3d {
-                width: k / 4,
-                height: rows,
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        }))
+        Ok(ctx.storage_texture(
+            "mamba_wgpu.linear_tex.x",
+            wgpu::TextureFormat::Rgba32Float,
+            k / 4,
+            rows,
+        ))
     }
 
     /// Creates the dispatch (params uniform and bind group). An x-texture pipeline's dispatch
