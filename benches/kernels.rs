@@ -20,7 +20,7 @@ use mamba_wgpu::kernels::matmul::{Matmul, MatmulBuffers, MatmulParams};
 use mamba_wgpu::kernels::selective_scan::{
     SelectiveScan, SelectiveScanBuffers, SelectiveScanParams,
 };
-use mamba_wgpu::kernels::selective_state_update::SelectiveStateUpdate;
+use mamba_wgpu::kernels::selective_state_update::{ssm_texture, SelectiveStateUpdate};
 use mamba_wgpu::kernels::ssd_chunk_cumsum::{
     SsdChunkCumsum, SsdChunkCumsumBuffers, SsdChunkCumsumParams,
 };
@@ -100,6 +100,22 @@ fn gpu_time(ctx: &GpuContext, d: &Dispatch, iters: u64) -> Duration {
             t.elapsed()
         }
     }
+}
+
+/// The state update the model runs on this device, and for its texture variant (CPU
+/// adapters) the texture of `len` packed constants, all `value` (as the buffer beside it).
+fn state_update(
+    ctx: &GpuContext,
+    len: usize,
+    value: f32,
+) -> (SelectiveStateUpdate, Option<wgpu::TextureView>) {
+    if ctx.is_cpu_adapter() {
+        let tex = ssm_texture(ctx, "bench", &vec![value; len]).unwrap();
+        if tex.is_some() {
+            return (SelectiveStateUpdate::new_ssm_texture(ctx).unwrap(), tex);
+        }
+    }
+    (SelectiveStateUpdate::new(ctx).unwrap(), None)
 }
 
 /// The device's copy and read bandwidth at 64 MiB (capped at the binding limit).
@@ -338,7 +354,8 @@ fn benches(c: &mut Criterion) {
     );
 
     // The same scan walked sequentially (the prefill path on CPU adapters).
-    let d = SelectiveStateUpdate::new(&ctx).unwrap().bind(
+    let (update, tex) = state_update(&ctx, (E * N + 2 * E) as usize, 0.5);
+    let d = update.bind(
         &ctx,
         &p,
         SelectiveScanBuffers {
@@ -350,6 +367,7 @@ fn benches(c: &mut Criterion) {
             state: &state,
             y: &yb,
         },
+        tex.as_ref(),
     );
     time(
         c,
@@ -362,11 +380,8 @@ fn benches(c: &mut Criterion) {
 
     // One decoded token as the model runs it: dt_proj (rank 48) applied in the kernel to the
     // x_proj row [dt_in, B, C], its weight packed after the constants (see pack_ssm).
-    let ssm_rank = buf(
-        &ctx,
-        ((E * (N + 2)).next_multiple_of(4) + E * R) as usize,
-        0.01,
-    );
+    let ssm_rank_len = ((E * (N + 2)).next_multiple_of(4) + E * R) as usize;
+    let ssm_rank = buf(&ctx, ssm_rank_len, 0.01);
     let step = SelectiveScanParams {
         len: 1,
         dt_offset: 0,
@@ -374,7 +389,8 @@ fn benches(c: &mut Criterion) {
         dt_rank: R,
         ..p
     };
-    let d = SelectiveStateUpdate::new(&ctx).unwrap().bind(
+    let (update, tex) = state_update(&ctx, ssm_rank_len, 0.01);
+    let d = update.bind(
         &ctx,
         &step,
         SelectiveScanBuffers {
@@ -386,6 +402,7 @@ fn benches(c: &mut Criterion) {
             state: &state,
             y: &yb,
         },
+        tex.as_ref(),
     );
     time(
         c,

@@ -7,7 +7,9 @@
 //             dt_proj then applied here (see delta());
 //           2 bc  f32 rows, B_t[n] at bc[bc_offset + r*bc_stride + n], C_t[n] at the same + d_state;
 //           3 x   f32 rows at x[x_offset + r*x_stride + d];  4 z (gate) at z[z_offset + r*z_stride + d];
-//           5 ssm per-layer constants packed (read as vec4s; ssm1(i) is float i): A_log[d, n]
+//           5 ssm per-layer constants packed (read as vec4s by ssm4(i), declared by a Rust-side
+//             header with the binding: from a storage buffer, or from an rgba32float texture
+//             holding vec4 i at texel (i % 4096, i / 4096); ssm1(i) is float i): A_log[d, n]
 //             at float d*N + n, D[d] at d_inner*N + d, dt_bias[d] at d_inner*N + d_inner + d,
 //             and when dt_rank = k > 0 dt_proj's weight W[d, j] at w0 + d*k4 + j, with
 //             w0 = d_inner*(N + 2) rounded up to a multiple of 4 and k4 = k rounded up to a
@@ -64,7 +66,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> bc: array<f32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read> z: array<f32>;
-@group(0) @binding(5) var<storage, read> ssm: array<vec4<f32>>;
+// @group(0) @binding(5) ssm: declared by the constants header with ssm4().
 @group(0) @binding(6) var<storage, read_write> state: array<f32>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
@@ -93,7 +95,7 @@ fn softplus(v: f32) -> f32 {
 
 // Float i of the packed constants.
 fn ssm1(i: u32) -> f32 {
-    return ssm[i / 4u][i % 4u];
+    return ssm4(i / 4u)[i % 4u];
 }
 
 // Δ of row r, channel d: softplus(dt + dt_bias). With dt_rank = 0, dt is read; otherwise it
@@ -118,9 +120,9 @@ fn delta(r: u32, d: u32, dt_bias: f32, lane: u32, share: bool) -> f32 {
         let v = row8(dt[base + min(j0 + lane, last)], base, j0, last, share, 1u);
         // Columns past k meet W's zero padding with x = 0 (never the next row's B).
         let col = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
-        acc += dot(ssm[w], select(vec4<f32>(0.0), v.lo, col < vec4<u32>(rank)));
+        acc += dot(ssm4(w), select(vec4<f32>(0.0), v.lo, col < vec4<u32>(rank)));
         if (j0 + 4u < rank) {
-            acc += dot(ssm[w + 1u], select(vec4<f32>(0.0), v.hi, col + 4u < vec4<u32>(rank)));
+            acc += dot(ssm4(w + 1u), select(vec4<f32>(0.0), v.hi, col + 4u < vec4<u32>(rank)));
         }
         w += 2u;
     }
@@ -162,7 +164,7 @@ fn below(v: vec4<f32>, n0: u32, n_state: u32) -> vec4<f32> {
 fn a4(d: u32, n0: u32, n_state: u32) -> vec4<f32> {
     if (n_state % 4u == 0u) {
         // Whole vec4s of the constants (d·N + n0 is a multiple of 4).
-        return below(-exp(ssm[(d * n_state + n0) / 4u]), n0, n_state);
+        return below(-exp(ssm4((d * n_state + n0) / 4u)), n0, n_state);
     }
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {

@@ -102,6 +102,7 @@ pub fn all_shaders() -> Vec<ShaderInfo> {
     all.extend(linear_tex::INFO_NARROW);
     all.extend(linear_tex::INFO_ONE_ROW);
     all.extend(linear_tex::INFO_X_TEXTURE);
+    all.extend(selective_state_update::INFO_SSM_TEXTURE);
     all.push(rmsnorm::INFO_NARROW);
     all.push(rmsnorm_gated::INFO_NARROW);
     all

@@ -23,7 +23,7 @@ use crate::kernels::conv1d_step::Conv1dStep;
 use crate::kernels::selective_scan::{
     pack_ssm, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
-use crate::kernels::selective_state_update::SelectiveStateUpdate;
+use crate::kernels::selective_state_update::{ssm_texture, SelectiveStateUpdate};
 use crate::model::checkpoint::Checkpoint;
 use crate::model::config::{read_json, Mamba1Config};
 use crate::model::lm::{
@@ -45,6 +45,9 @@ struct Layer {
     /// A_log `[d_inner, d_state]`, then D `[d_inner]`, then dt_bias `[d_inner]`, then
     /// dt_proj's weight for the decode step (`selective_scan::pack_ssm`).
     ssm: GpuTensor,
+    /// The same in a texture, for the state update's texture variant (CPU adapters whose
+    /// texture limit takes it; see `selective_state_update::ssm_texture`).
+    ssm_tex: Option<wgpu::TextureView>,
     out_proj: PagedMatrix,
     out_proj_bias: Option<GpuTensor>,
 }
@@ -56,6 +59,8 @@ struct Mamba1Mixer {
     conv1d_step: Conv1dStep,
     scan: SelectiveScan,
     state_update: SelectiveStateUpdate,
+    /// The state update reading `ssm_tex` (CPU adapters).
+    state_update_tex: Option<SelectiveStateUpdate>,
 }
 
 /// A Mamba-1 model on the GPU. Cheap to clone; sessions share its weights.
@@ -163,6 +168,11 @@ impl Mamba1 {
                     r + 2 * n,
                 )?,
                 ssm: GpuTensor::from_slice(&ctx, "ssm", &ssm, &[ssm.len()])?,
+                ssm_tex: if ctx.is_cpu_adapter() {
+                    ssm_texture(&ctx, "ssm", &ssm)?
+                } else {
+                    None
+                },
                 out_proj: matrix(&ctx, src, &format!("{m}out_proj.weight"), d, e, dt, st, e)?,
                 out_proj_bias: opt_vector(
                     &ctx,
@@ -180,6 +190,11 @@ impl Mamba1 {
             conv1d_step: Conv1dStep::new(&ctx)?,
             scan: SelectiveScan::new(&ctx)?,
             state_update: SelectiveStateUpdate::new(&ctx)?,
+            state_update_tex: if ctx.is_cpu_adapter() {
+                Some(SelectiveStateUpdate::new_ssm_texture(&ctx)?)
+            } else {
+                None
+            },
         };
         let dims = Self::lm_dims(&cfg, options);
         let lm = Lm::load(ctx, src, &dims, Box::new(mixer))?;
@@ -385,8 +400,13 @@ impl Mixer for Mamba1Mixer {
         // The sequential walk decodes, and prefills too on CPU adapters (see
         // `GpuContext::is_cpu_adapter`); GPUs prefill with the parallel scan.
         if r.decode || ctx.is_cpu_adapter() {
+            // The constants from their texture where there is one (CPU adapters).
+            let (update, tex) = match (&self.state_update_tex, &l.ssm_tex) {
+                (Some(k), Some(t)) => (k, Some(t)),
+                _ => (&self.state_update, None),
+            };
             plan.push(cap, scan_params, SelectiveStateUpdate::workgroups, |p| {
-                self.state_update.bind(ctx, p, scan_bufs)
+                update.bind(ctx, p, scan_bufs, tex)
             });
         } else {
             plan.push(cap, scan_params, SelectiveScan::workgroups, |p| {

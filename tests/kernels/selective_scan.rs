@@ -13,7 +13,7 @@ use mamba_wgpu::kernels::run;
 use mamba_wgpu::kernels::selective_scan::{
     check_params, pack_ssm, SelectiveScan, SelectiveScanBuffers, SelectiveScanParams, MAX_D_STATE,
 };
-use mamba_wgpu::kernels::selective_state_update::SelectiveStateUpdate;
+use mamba_wgpu::kernels::selective_state_update::{ssm_texture, SelectiveStateUpdate};
 use mamba_wgpu::reference::selective_scan::{selective_scan, silu, softplus, SelectiveScanInputs};
 
 use crate::common::*;
@@ -189,6 +189,25 @@ enum Kernel {
     Update,
     /// selective_state_update with every lane loading for itself.
     UpdatePlain,
+    /// [`Kernel::Update`] reading the packed constants from a texture (CPU adapters' pick).
+    UpdateTex,
+    /// [`Kernel::UpdatePlain`] reading the packed constants from a texture.
+    UpdatePlainTex,
+}
+
+/// The four state-update variants (lanes sharing or not, constants in a buffer or a texture).
+const UPDATES: [Kernel; 4] = [
+    Kernel::Update,
+    Kernel::UpdatePlain,
+    Kernel::UpdateTex,
+    Kernel::UpdatePlainTex,
+];
+
+/// The constants' texture for the texture variants (every test shape fits lavapipe's limit).
+fn ssm_tex(ssm: &[f32]) -> wgpu::TextureView {
+    ssm_texture(ctx(), "ssm", ssm)
+        .unwrap()
+        .expect("the constants fit a texture")
 }
 
 /// One GPU call on a packed input against the state buffer `state`; returns y.
@@ -213,14 +232,23 @@ fn gpu(kernel: Kernel, p: &Problem, k: &Packed, state: &wgpu::Buffer) -> Vec<f32
         state,
         y: &y,
     };
+    let tex = ssm_tex(&p.ssm);
     let d = match kernel {
         Kernel::Scan => SelectiveScan::new(ctx).unwrap().bind(ctx, &k.params, b),
         Kernel::Update => SelectiveStateUpdate::new(ctx)
             .unwrap()
-            .bind(ctx, &k.params, b),
+            .bind(ctx, &k.params, b, None),
         Kernel::UpdatePlain => SelectiveStateUpdate::variant(ctx, false)
             .unwrap()
-            .bind(ctx, &k.params, b),
+            .bind(ctx, &k.params, b, None),
+        Kernel::UpdateTex => {
+            SelectiveStateUpdate::new_ssm_texture(ctx)
+                .unwrap()
+                .bind(ctx, &k.params, b, Some(&tex))
+        }
+        Kernel::UpdatePlainTex => SelectiveStateUpdate::variant_ssm_texture(ctx, false)
+            .unwrap()
+            .bind(ctx, &k.params, b, Some(&tex)),
     };
     run(ctx, &[&d]).unwrap();
     read::<f32>(&y, k.y_len)
@@ -351,7 +379,7 @@ fn sequential_state_update_walks_prompts_like_the_scan() {
             let flags = (i % 4) as u32;
             let strided = i.is_multiple_of(2);
             let init = (i / 2).is_multiple_of(2);
-            for kernel in [Kernel::Update, Kernel::UpdatePlain] {
+            for kernel in UPDATES {
                 check_scan_with(kernel, batch, len, d_inner, n, flags, strided, init);
             }
             i += 1;
@@ -506,7 +534,7 @@ fn selective_state_update_matches_reference_on_awkward_shapes() {
             let k = pack(&p, 0, len, flags, strided);
             let mut want_state = p.state0.clone();
             let want_y = twin(&p, &k, &mut want_state);
-            for kernel in [Kernel::Update, Kernel::UpdatePlain] {
+            for kernel in UPDATES {
                 let state = upload(&p.state0);
                 let got_y = gpu(kernel, &p, &k, &state);
                 assert_scan_close(&format!("{what} {kernel:?}: y"), &got_y, &want_y);
@@ -633,7 +661,11 @@ fn selective_state_update_applies_dt_proj() {
 
         let ctx = ctx();
         let (bc_buf, x, z, ssm_buf) = (upload(&bc), upload(&p.x), upload(&p.z), upload(&ssm));
-        for subgroup in [false, ctx.features().subgroup] {
+        let tex = ssm_tex(&ssm);
+        for (subgroup, texture) in [false, ctx.features().subgroup]
+            .into_iter()
+            .flat_map(|s| [(s, false), (s, true)])
+        {
             let state = upload(&p.state0);
             let y = zeros(rows * d_inner);
             let bufs = SelectiveScanBuffers {
@@ -645,12 +677,18 @@ fn selective_state_update_applies_dt_proj() {
                 state: &state,
                 y: &y,
             };
-            let d = SelectiveStateUpdate::variant(ctx, subgroup)
-                .unwrap()
-                .bind(ctx, &params, bufs);
+            let d = if texture {
+                SelectiveStateUpdate::variant_ssm_texture(ctx, subgroup)
+                    .unwrap()
+                    .bind(ctx, &params, bufs, Some(&tex))
+            } else {
+                SelectiveStateUpdate::variant(ctx, subgroup)
+                    .unwrap()
+                    .bind(ctx, &params, bufs, None)
+            };
             run(ctx, &[&d]).unwrap();
             assert_scan_close(
-                &format!("{what} subgroup {subgroup}: y"),
+                &format!("{what} subgroup {subgroup} texture {texture}: y"),
                 &read::<f32>(&y, rows * d_inner),
                 &want_y,
             );
