@@ -1000,6 +1000,12 @@ impl Session {
         self.decode.len() + self.decode_sample.len()
     }
 
+    /// Bytes of every layer's recurrent state (conv and SSM) for the whole batch: what a
+    /// decode step reads (and writes back) besides the weights.
+    pub fn state_bytes(&self) -> u64 {
+        self.states.iter().flatten().map(|b| b.size()).sum()
+    }
+
     /// Zeroes every state and the sampler's counters: the next prefill starts new sequences.
     pub fn reset(&mut self) {
         let mut enc = self
