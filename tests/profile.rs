@@ -16,8 +16,12 @@ const PROMPT: &[u32] = &[3, 17, 99, 5, 64, 2, 127];
 /// A fixture with its matrices in storage buffers, so the kernel names below (matmul, gemv)
 /// hold on every adapter; texture storage is profiled the same way under other names.
 fn tiny(family: &str, name: &str) -> Model {
+    tiny_in(family, name, WeightStorage::Buffer)
+}
+
+fn tiny_in(family: &str, name: &str, storage: WeightStorage) -> Model {
     let options = LoadOptions {
-        storage: WeightStorage::Buffer,
+        storage,
         ..Default::default()
     };
     Model::load_with(shared().clone(), &fixture_dir(family, name), &options).unwrap()
@@ -41,12 +45,14 @@ fn norm() -> &'static str {
     }
 }
 
-/// The state update's label: its subgroup variant where the device has subgroups.
+/// The state update's label: its subgroup variant where the device has subgroups, reading
+/// its constants from a texture on CPU adapters.
 fn state_update() -> &'static str {
-    if ctx().features().subgroup {
-        "selective_state_update_subgroup"
-    } else {
-        "selective_state_update"
+    match (ctx().features().subgroup, ctx().is_cpu_adapter()) {
+        (true, true) => "selective_state_update_subgroup_ssm_texture",
+        (true, false) => "selective_state_update_subgroup",
+        (false, true) => "selective_state_update_ssm_texture",
+        (false, false) => "selective_state_update",
     }
 }
 
@@ -137,6 +143,37 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
         let summed: f64 = p.by_kernel().iter().map(|t| t.ns).sum();
         assert!((summed - p.total_ns()).abs() <= 1e-6 * p.total_ns().max(1.0));
         eprintln!("{}", p.report());
+    }
+}
+
+/// Texture-stored matrices: on CPU adapters the prompt's products whose x rows are 256 bytes
+/// apart (x_proj and out_proj, 64 inputs) read x from a texture filled by a copy in front of
+/// the dispatch, so the profiler cuts its pass there; every mode still gives the unprofiled
+/// logits bit for bit.
+#[test]
+fn profiled_prefill_with_x_texture_copies_keeps_the_logits() {
+    let m = tiny_in("mamba1", "tiny_tied", WeightStorage::Texture);
+    let opts = SessionOptions {
+        all_logits: true,
+        ..Default::default()
+    };
+    let want = m.session(&opts).unwrap().logits(&[PROMPT]).unwrap();
+    for mode in modes() {
+        let mut s = m.session(&opts).unwrap();
+        let (got, p) = s.logits_profiled(&[PROMPT], mode).unwrap();
+        assert_eq!(
+            got, want,
+            "{mode:?}: logits differ from the unprofiled forward"
+        );
+        check_timings(&p);
+        let x_texture = p
+            .timings
+            .iter()
+            .filter(|t| t.kernel.ends_with("_x_texture"))
+            .count();
+        // Two such products in each of the 3 blocks on CPU adapters; none elsewhere.
+        let want_x = if ctx().is_cpu_adapter() { 6 } else { 0 };
+        assert_eq!(x_texture, want_x, "{mode:?}: {}", p.report());
     }
 }
 
