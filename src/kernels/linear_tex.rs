@@ -332,13 +332,7 @@ fn x_vec4(row: u32, c: u32) -> vec4<f32> {
 }
 
 macro_rules! variant {
-    ($label:literal, $weights:ident, $lanes:ident, $size:ident, $bindings:expr) => {
-        variant!($label, $weights, $lanes, $size, all_rows, x_buffer, $bindings)
-    };
-    ($label:literal, $weights:ident, $lanes:ident, $size:ident, $path:ident, $bindings:expr) => {
-        variant!($label, $weights, $lanes, $size, $path, x_buffer, $bindings)
-    };
-    ($label:literal, $weights:ident, $lanes:ident, $size:ident, $path:ident, $x:ident,
+    ($label:expr, $weights:ident, $lanes:ident, $size:ident, $path:ident, $x:ident,
      $bindings:expr) => {
         ShaderInfo {
             label: concat!("mamba_wgpu.", $label),
@@ -359,17 +353,85 @@ macro_rules! variant {
     };
 }
 
+// The six weight × lane variants of one size, path and x source, in the order of
+// [`info`]'s index: f32, f16, f16 by unpack2x16float, then the same three sharing x across
+// subgroup lanes. Labels: "linear_tex", the weight and lane part, then `$suffix`.
+macro_rules! six {
+    ($suffix:literal, $size:ident, $path:ident, $x:ident, $b32:expr, $b16:expr) => {
+        [
+            variant!(
+                concat!("linear_tex", $suffix),
+                f32_header,
+                plain_lanes,
+                $size,
+                $path,
+                $x,
+                $b32
+            ),
+            variant!(
+                concat!("linear_tex_f16", $suffix),
+                f16_header,
+                plain_lanes,
+                $size,
+                $path,
+                $x,
+                $b16
+            ),
+            variant!(
+                concat!("linear_tex_f16_unpack", $suffix),
+                f16_unpack_header,
+                plain_lanes,
+                $size,
+                $path,
+                $x,
+                $b16
+            ),
+            variant!(
+                concat!("linear_tex_subgroup", $suffix),
+                f32_header,
+                subgroup_lanes,
+                $size,
+                $path,
+                $x,
+                $b32
+            ),
+            variant!(
+                concat!("linear_tex_f16_subgroup", $suffix),
+                f16_header,
+                subgroup_lanes,
+                $size,
+                $path,
+                $x,
+                $b16
+            ),
+            variant!(
+                concat!("linear_tex_f16_unpack_subgroup", $suffix),
+                f16_unpack_header,
+                subgroup_lanes,
+                $size,
+                $path,
+                $x,
+                $b16
+            ),
+        ]
+    };
+}
+
+/// The wide (64-invocation workgroup) all-rows variants, in [`info`]'s order.
+const WIDE: [ShaderInfo; 6] = six!("", wide, all_rows, x_buffer, BINDINGS_F32, BINDINGS_F16);
+
+/// Six variants then six more, as one array.
+const fn join(a: [ShaderInfo; 6], b: [ShaderInfo; 6]) -> [ShaderInfo; 12] {
+    [
+        a[0], a[1], a[2], a[3], a[4], a[5], b[0], b[1], b[2], b[3], b[4], b[5],
+    ]
+}
+
 /// Static facts about the f32-weight shader.
-pub const INFO: ShaderInfo = variant!("linear_tex", f32_header, plain_lanes, wide, BINDINGS_F32);
+pub const INFO: ShaderInfo = WIDE[0];
 
 /// Static facts about the f16-weight shader (same source, packed f16 texture header).
-pub const INFO_F16: ShaderInfo = variant!(
-    "linear_tex_f16",
-    f16_header,
-    plain_lanes,
-    wide,
-    BINDINGS_F16
-);
+pub const INFO_F16: ShaderInfo = WIDE[1];
 
 /// Static facts about the f16-weight shader for devices whose shaders have
 /// `unpack2x16float` (WebGPU core; wgpu's `DownlevelFlags::SHADER_F16_IN_F32`, present on
@@ -377,306 +439,74 @@ pub const INFO_F16: ShaderInfo = variant!(
 /// builtin (the hardware's half-to-float conversion: F16C on x86 CPUs, native on GPUs) instead
 /// of the integer widening. Every f16, subnormals included, is exactly an f32, so both variants
 /// multiply the same values.
-pub const INFO_F16_UNPACK: ShaderInfo = variant!(
-    "linear_tex_f16_unpack",
-    f16_unpack_header,
-    plain_lanes,
-    wide,
-    BINDINGS_F16
-);
+pub const INFO_F16_UNPACK: ShaderInfo = WIDE[2];
 
 /// [`INFO`] sharing x across subgroup lanes (needs wgpu's `SUBGROUP` feature): one load
 /// instruction brings 8 vec4s of x, which on lavapipe doubles a prefill matmul's rate.
-pub const INFO_SUBGROUP: ShaderInfo = variant!(
-    "linear_tex_subgroup",
-    f32_header,
-    subgroup_lanes,
-    wide,
-    BINDINGS_F32
-);
+pub const INFO_SUBGROUP: ShaderInfo = WIDE[3];
 
 /// [`INFO_F16`] sharing x across subgroup lanes.
-pub const INFO_F16_SUBGROUP: ShaderInfo = variant!(
-    "linear_tex_f16_subgroup",
-    f16_header,
-    subgroup_lanes,
-    wide,
-    BINDINGS_F16
-);
+pub const INFO_F16_SUBGROUP: ShaderInfo = WIDE[4];
 
 /// [`INFO_F16_UNPACK`] sharing x across subgroup lanes.
-pub const INFO_F16_UNPACK_SUBGROUP: ShaderInfo = variant!(
-    "linear_tex_f16_unpack_subgroup",
-    f16_unpack_header,
-    subgroup_lanes,
-    wide,
-    BINDINGS_F16
-);
+pub const INFO_F16_UNPACK_SUBGROUP: ShaderInfo = WIDE[5];
 
 /// The narrow (8-invocation workgroup) twins of the six variants above, in the same order:
 /// what CPU adapters run (see [`LinearTex::for_dtype`]).
-pub const INFO_NARROW: [ShaderInfo; 6] = [
-    variant!(
-        "linear_tex_narrow",
-        f32_header,
-        plain_lanes,
-        narrow,
-        BINDINGS_F32
-    ),
-    variant!(
-        "linear_tex_f16_narrow",
-        f16_header,
-        plain_lanes,
-        narrow,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_f16_unpack_narrow",
-        f16_unpack_header,
-        plain_lanes,
-        narrow,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_subgroup_narrow",
-        f32_header,
-        subgroup_lanes,
-        narrow,
-        BINDINGS_F32
-    ),
-    variant!(
-        "linear_tex_f16_subgroup_narrow",
-        f16_header,
-        subgroup_lanes,
-        narrow,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_f16_unpack_subgroup_narrow",
-        f16_unpack_header,
-        subgroup_lanes,
-        narrow,
-        BINDINGS_F16
-    ),
-];
+pub const INFO_NARROW: [ShaderInfo; 6] = six!(
+    "_narrow",
+    narrow,
+    all_rows,
+    x_buffer,
+    BINDINGS_F32,
+    BINDINGS_F16
+);
 
 /// The one-row twins (pipelines for products of one row of x, m = 1: decode) of the six wide
 /// variants, then of the six narrow ones, in the order of [`INFO_NARROW`]. The same one-row
 /// path as the all-rows variants take for m = 1, without the multi-row path beside it, which
 /// costs lavapipe its setup in every SIMD batch even when no batch runs it.
-pub const INFO_ONE_ROW: [ShaderInfo; 12] = [
-    variant!(
-        "linear_tex_one_row",
-        f32_header,
-        plain_lanes,
+pub const INFO_ONE_ROW: [ShaderInfo; 12] = join(
+    six!(
+        "_one_row",
         wide,
         one_row_only,
-        BINDINGS_F32
-    ),
-    variant!(
-        "linear_tex_f16_one_row",
-        f16_header,
-        plain_lanes,
-        wide,
-        one_row_only,
+        x_buffer,
+        BINDINGS_F32,
         BINDINGS_F16
     ),
-    variant!(
-        "linear_tex_f16_unpack_one_row",
-        f16_unpack_header,
-        plain_lanes,
-        wide,
-        one_row_only,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_subgroup_one_row",
-        f32_header,
-        subgroup_lanes,
-        wide,
-        one_row_only,
-        BINDINGS_F32
-    ),
-    variant!(
-        "linear_tex_f16_subgroup_one_row",
-        f16_header,
-        subgroup_lanes,
-        wide,
-        one_row_only,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_f16_unpack_subgroup_one_row",
-        f16_unpack_header,
-        subgroup_lanes,
-        wide,
-        one_row_only,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_narrow_one_row",
-        f32_header,
-        plain_lanes,
+    six!(
+        "_narrow_one_row",
         narrow,
         one_row_only,
-        BINDINGS_F32
-    ),
-    variant!(
-        "linear_tex_f16_narrow_one_row",
-        f16_header,
-        plain_lanes,
-        narrow,
-        one_row_only,
+        x_buffer,
+        BINDINGS_F32,
         BINDINGS_F16
     ),
-    variant!(
-        "linear_tex_f16_unpack_narrow_one_row",
-        f16_unpack_header,
-        plain_lanes,
-        narrow,
-        one_row_only,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_subgroup_narrow_one_row",
-        f32_header,
-        subgroup_lanes,
-        narrow,
-        one_row_only,
-        BINDINGS_F32
-    ),
-    variant!(
-        "linear_tex_f16_subgroup_narrow_one_row",
-        f16_header,
-        subgroup_lanes,
-        narrow,
-        one_row_only,
-        BINDINGS_F16
-    ),
-    variant!(
-        "linear_tex_f16_unpack_subgroup_narrow_one_row",
-        f16_unpack_header,
-        subgroup_lanes,
-        narrow,
-        one_row_only,
-        BINDINGS_F16
-    ),
-];
+);
 
 /// The x-texture twins (any number of rows of x; the multi-row path reads x from a texture
 /// that a copy in front of each dispatch fills, see [`LinearTex::bind`]) of the six wide
 /// variants, then of the six narrow ones, in the order of [`INFO_NARROW`]. For CPU adapters,
 /// whose storage loads cost far more than texel fetches.
-pub const INFO_X_TEXTURE: [ShaderInfo; 12] = [
-    variant!(
-        "linear_tex_x_texture",
-        f32_header,
-        plain_lanes,
+pub const INFO_X_TEXTURE: [ShaderInfo; 12] = join(
+    six!(
+        "_x_texture",
         wide,
         all_rows,
         x_texture,
-        BINDINGS_F32_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_f16_x_texture",
-        f16_header,
-        plain_lanes,
-        wide,
-        all_rows,
-        x_texture,
+        BINDINGS_F32_X_TEXTURE,
         BINDINGS_F16_X_TEXTURE
     ),
-    variant!(
-        "linear_tex_f16_unpack_x_texture",
-        f16_unpack_header,
-        plain_lanes,
-        wide,
-        all_rows,
-        x_texture,
-        BINDINGS_F16_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_subgroup_x_texture",
-        f32_header,
-        subgroup_lanes,
-        wide,
-        all_rows,
-        x_texture,
-        BINDINGS_F32_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_f16_subgroup_x_texture",
-        f16_header,
-        subgroup_lanes,
-        wide,
-        all_rows,
-        x_texture,
-        BINDINGS_F16_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_f16_unpack_subgroup_x_texture",
-        f16_unpack_header,
-        subgroup_lanes,
-        wide,
-        all_rows,
-        x_texture,
-        BINDINGS_F16_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_narrow_x_texture",
-        f32_header,
-        plain_lanes,
+    six!(
+        "_narrow_x_texture",
         narrow,
         all_rows,
         x_texture,
-        BINDINGS_F32_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_f16_narrow_x_texture",
-        f16_header,
-        plain_lanes,
-        narrow,
-        all_rows,
-        x_texture,
+        BINDINGS_F32_X_TEXTURE,
         BINDINGS_F16_X_TEXTURE
     ),
-    variant!(
-        "linear_tex_f16_unpack_narrow_x_texture",
-        f16_unpack_header,
-        plain_lanes,
-        narrow,
-        all_rows,
-        x_texture,
-        BINDINGS_F16_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_subgroup_narrow_x_texture",
-        f32_header,
-        subgroup_lanes,
-        narrow,
-        all_rows,
-        x_texture,
-        BINDINGS_F32_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_f16_subgroup_narrow_x_texture",
-        f16_header,
-        subgroup_lanes,
-        narrow,
-        all_rows,
-        x_texture,
-        BINDINGS_F16_X_TEXTURE
-    ),
-    variant!(
-        "linear_tex_f16_unpack_subgroup_narrow_x_texture",
-        f16_unpack_header,
-        subgroup_lanes,
-        narrow,
-        all_rows,
-        x_texture,
-        BINDINGS_F16_X_TEXTURE
-    ),
-];
+);
 
 /// Which rows of x a pipeline takes and where its multi-row path reads them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -711,19 +541,11 @@ pub fn info(
         (WeightDtype::F16, true, true) => 5,
         (WeightDtype::Q8_0 | WeightDtype::Q4_0, _, _) => return None,
     };
-    let wide = [
-        INFO,
-        INFO_F16,
-        INFO_F16_UNPACK,
-        INFO_SUBGROUP,
-        INFO_F16_SUBGROUP,
-        INFO_F16_UNPACK_SUBGROUP,
-    ];
     Some(match (path, narrow) {
         (Path::OneRow, _) => INFO_ONE_ROW[i + 6 * narrow as usize],
         (Path::XTexture, _) => INFO_X_TEXTURE[i + 6 * narrow as usize],
         (Path::AllRows, true) => INFO_NARROW[i],
-        (Path::AllRows, false) => wide[i],
+        (Path::AllRows, false) => WIDE[i],
     })
 }
 
