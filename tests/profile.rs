@@ -101,9 +101,9 @@ fn kernels(p: &Profile, s: Section) -> Vec<&str> {
         .collect()
 }
 
-#[test]
-fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
-    let m = tiny("mamba1", "tiny_tied");
+/// Profiles the prompt's logits on `m` in every mode: the same dispatches over the same
+/// buffers, so bit for bit the logits of an unprofiled forward; then `check(mode, profile)`.
+fn each_profiled_prompt(m: &Model, check: impl Fn(ProfileMode, &Profile)) {
     let opts = SessionOptions {
         all_logits: true,
         ..Default::default()
@@ -112,15 +112,21 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
     for mode in modes() {
         let mut s = m.session(&opts).unwrap();
         let (got, p) = s.logits_profiled(&[PROMPT], mode).unwrap();
-        // The same dispatches over the same buffers: bit for bit the same logits.
         assert_eq!(
             got, want,
             "{mode:?}: logits differ from the unprofiled forward"
         );
         check_timings(&p);
+        check(mode, &p);
+    }
+}
+
+#[test]
+fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
+    each_profiled_prompt(&tiny("mamba1", "tiny_tied"), |mode, p| {
         assert_eq!(p.tokens, PROMPT.len());
         // Embedding, 3 Mamba-1 blocks, final norm and the (tied, one page) lm_head.
-        assert_eq!(kernels(&p, Section::Embedding), ["embedding"]);
+        assert_eq!(kernels(p, Section::Embedding), ["embedding"]);
         let block = [
             norm(),
             "matmul",
@@ -131,9 +137,9 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
             "matmul",
         ];
         for i in 0..3 {
-            assert_eq!(kernels(&p, Section::Layer(i)), block, "{mode:?} layer {i}");
+            assert_eq!(kernels(p, Section::Layer(i)), block, "{mode:?} layer {i}");
         }
-        assert_eq!(kernels(&p, Section::Head), [norm(), "matmul"]);
+        assert_eq!(kernels(p, Section::Head), [norm(), "matmul"]);
         assert_eq!(p.timings.len(), 1 + 3 * block.len() + 2);
         // in_proj of layer 1: 7 tokens, 2·64 outputs, 32 inputs.
         let in_proj = &p.timings[1 + block.len() + 1];
@@ -143,7 +149,7 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
         let summed: f64 = p.by_kernel().iter().map(|t| t.ns).sum();
         assert!((summed - p.total_ns()).abs() <= 1e-6 * p.total_ns().max(1.0));
         eprintln!("{}", p.report());
-    }
+    });
 }
 
 /// Texture-stored matrices: on CPU adapters the prompt's products whose x rows are 256 bytes
@@ -153,19 +159,7 @@ fn profiled_prefill_times_every_dispatch_and_keeps_the_logits() {
 #[test]
 fn profiled_prefill_with_x_texture_copies_keeps_the_logits() {
     let m = tiny_in("mamba1", "tiny_tied", WeightStorage::Texture);
-    let opts = SessionOptions {
-        all_logits: true,
-        ..Default::default()
-    };
-    let want = m.session(&opts).unwrap().logits(&[PROMPT]).unwrap();
-    for mode in modes() {
-        let mut s = m.session(&opts).unwrap();
-        let (got, p) = s.logits_profiled(&[PROMPT], mode).unwrap();
-        assert_eq!(
-            got, want,
-            "{mode:?}: logits differ from the unprofiled forward"
-        );
-        check_timings(&p);
+    each_profiled_prompt(&m, |mode, p| {
         let x_texture = p
             .timings
             .iter()
@@ -174,7 +168,7 @@ fn profiled_prefill_with_x_texture_copies_keeps_the_logits() {
         // Two such products in each of the 3 blocks on CPU adapters; none elsewhere.
         let want_x = if ctx().is_cpu_adapter() { 6 } else { 0 };
         assert_eq!(x_texture, want_x, "{mode:?}: {}", p.report());
-    }
+    });
 }
 
 #[test]
