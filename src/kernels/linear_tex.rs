@@ -609,27 +609,18 @@ impl LinearTex {
         Self::build(ctx, dtype, unpack, subgroup, narrow, Path::AllRows)
     }
 
-    /// [`Self::variant`] for one row of x only (see [`Self::for_dtype_one_row`]); its params
-    /// must have m = 1 ([`Self::check_rows`]).
-    pub fn variant_one_row(
+    /// [`Self::variant`] for the rows and x source of `path`: [`Path::OneRow`] pipelines
+    /// take params with m = 1 only ([`Self::check_rows`]); [`Path::XTexture`] ones bind an x
+    /// texture ([`Self::bind`]).
+    pub fn variant_with_path(
         ctx: &GpuContext,
         dtype: WeightDtype,
         unpack: bool,
         subgroup: bool,
         narrow: bool,
+        path: Path,
     ) -> Result<Self> {
-        Self::build(ctx, dtype, unpack, subgroup, narrow, Path::OneRow)
-    }
-
-    /// [`Self::variant`] reading x from a texture (see [`Self::for_dtype_x_texture`]).
-    pub fn variant_x_texture(
-        ctx: &GpuContext,
-        dtype: WeightDtype,
-        unpack: bool,
-        subgroup: bool,
-        narrow: bool,
-    ) -> Result<Self> {
-        Self::build(ctx, dtype, unpack, subgroup, narrow, Path::XTexture)
+        Self::build(ctx, dtype, unpack, subgroup, narrow, path)
     }
 
     fn build(

@@ -11,7 +11,7 @@
 //! texture dimension limit is tiny).
 
 use mamba_wgpu::kernels::linear_tex::{
-    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, FLAG_BIAS, FLAG_CONV,
+    ConvStepBindings, LinearTex, LinearTexBindings, LinearTexParams, Path, FLAG_BIAS, FLAG_CONV,
     FLAG_CONV_BIAS, FLAG_NORM,
 };
 use mamba_wgpu::kernels::{run, Dispatch};
@@ -149,12 +149,14 @@ fn kernels(
         "all rows",
     )];
     if LinearTex::supports_x_texture(gpu, k as u32, x_stride as u32, m as u32) {
-        let xt = LinearTex::variant_x_texture(gpu, dtype, native, subgroup, narrow).unwrap();
+        let xt = LinearTex::variant_with_path(gpu, dtype, native, subgroup, narrow, Path::XTexture)
+            .unwrap();
         assert!(xt.reads_x_texture() && !xt.is_one_row());
         v.push((xt, "x texture"));
     }
     if m == 1 {
-        let one = LinearTex::variant_one_row(gpu, dtype, native, subgroup, narrow).unwrap();
+        let one = LinearTex::variant_with_path(gpu, dtype, native, subgroup, narrow, Path::OneRow)
+            .unwrap();
         assert!(one.is_one_row());
         v.push((one, "one row"));
     }
@@ -773,7 +775,9 @@ fn rmsnorm_fuses_in_front_of_a_one_row_product() {
     assert!(matches!(LinearTex::check(&bad), Err(Error::Shape(_))));
     // The one-row pipelines take one row of x and say so for two; the all-rows ones take both.
     let two = LinearTexParams { flags: 0, ..bad };
-    let one_row = LinearTex::variant_one_row(ctx(), WeightDtype::F32, false, false, true).unwrap();
+    let one_row =
+        LinearTex::variant_with_path(ctx(), WeightDtype::F32, false, false, true, Path::OneRow)
+            .unwrap();
     let all_rows = LinearTex::variant(ctx(), WeightDtype::F32, false, false, true).unwrap();
     assert!(matches!(one_row.check_rows(&two), Err(Error::Shape(_))));
     assert!(one_row.check_rows(&LinearTexParams { m: 1, ..two }).is_ok());
