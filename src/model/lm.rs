@@ -120,9 +120,9 @@ pub(crate) struct CommonKernels {
     linear_tex_row: LinearTex,
     linear_tex_f16_row: LinearTex,
     /// The same reading x from a texture, for multi-row products on CPU adapters (whose
-    /// storage loads cost far more than texel fetches).
-    linear_tex_xt: LinearTex,
-    linear_tex_f16_xt: LinearTex,
+    /// storage loads cost far more than texel fetches); not built elsewhere.
+    linear_tex_xt: Option<LinearTex>,
+    linear_tex_f16_xt: Option<LinearTex>,
     /// The dequantising product over Q8_0 weights (buffers only).
     gemv_q8_0: GemvQ8,
     /// The same over Q4_0 weights.
@@ -333,6 +333,7 @@ impl Lm {
             .map(|i| vector(&ctx, src, &format!("backbone.layers.{i}.norm.weight"), &[d]))
             .collect::<Result<Vec<_>>>()?;
         let norm_f = vector(&ctx, src, "backbone.norm_f.weight", &[d])?;
+        let cpu = ctx.is_cpu_adapter();
         let k = CommonKernels {
             rmsnorm: RmsNorm::new(&ctx)?,
             embedding: Embedding::new(&ctx)?,
@@ -344,8 +345,12 @@ impl Lm {
             linear_tex_f16: LinearTex::for_dtype(&ctx, WeightDtype::F16)?,
             linear_tex_row: LinearTex::for_dtype_one_row(&ctx, WeightDtype::F32)?,
             linear_tex_f16_row: LinearTex::for_dtype_one_row(&ctx, WeightDtype::F16)?,
-            linear_tex_xt: LinearTex::for_dtype_x_texture(&ctx, WeightDtype::F32)?,
-            linear_tex_f16_xt: LinearTex::for_dtype_x_texture(&ctx, WeightDtype::F16)?,
+            linear_tex_xt: cpu
+                .then(|| LinearTex::for_dtype_x_texture(&ctx, WeightDtype::F32))
+                .transpose()?,
+            linear_tex_f16_xt: cpu
+                .then(|| LinearTex::for_dtype_x_texture(&ctx, WeightDtype::F16))
+                .transpose()?,
             gemv_q8_0: GemvQ8::new(&ctx)?,
             gemv_q4_0: GemvQ4::new(&ctx)?,
             sample: Sample::new(&ctx)?,
@@ -438,33 +443,38 @@ impl Lm {
                 &self.k.gemv,
                 &self.k.linear_tex,
                 &self.k.linear_tex_row,
-                &self.k.linear_tex_xt,
+                self.k.linear_tex_xt.as_ref(),
             ),
             WeightDtype::F16 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => (
                 &self.k.matmul_f16,
                 &self.k.gemv_f16,
                 &self.k.linear_tex_f16,
                 &self.k.linear_tex_f16_row,
-                &self.k.linear_tex_f16_xt,
+                self.k.linear_tex_f16_xt.as_ref(),
             ),
         };
         // A product whose x has one row at every length (m is constant or grows with len, so
         // the first length's and the capacity's cover them all) takes the one-row texture
-        // pipeline. Others on a CPU adapter read x from a texture where the copy into it can
-        // take x's rows: a stride that is the same at every length (so the capacity's and one
-        // token's cover them all) and passes LinearTex::supports_x_texture.
+        // pipeline. Others on a CPU adapter (where the x-texture pipelines exist) read x from
+        // a texture where the copy into it can take x's rows: a stride that is the same at
+        // every length (so the capacity's and one token's cover them all) and passes
+        // LinearTex::supports_x_texture.
         let (one, at_cap) = (rows(1), rows(r.cap));
         let stride = |xs: u32| if xs == 0 { x_stride } else { xs };
-        let (tex, x_texture) = if one.0 == 1 && at_cap.0 == 1 {
-            (tex_row, None)
-        } else if ctx.is_cpu_adapter()
-            && stride(one.2) == stride(at_cap.2)
-            && LinearTex::supports_x_texture(ctx, w.cols as u32, stride(at_cap.2), at_cap.0)
-        {
-            let t = r.x_textures.get(ctx, w.cols as u32, at_cap.0)?;
-            (tex_xt, Some(t))
-        } else {
-            (tex, None)
+        let (tex, x_texture) = match tex_xt {
+            _ if one.0 == 1 && at_cap.0 == 1 => (tex_row, None),
+            Some(xt)
+                if stride(one.2) == stride(at_cap.2)
+                    && LinearTex::supports_x_texture(
+                        ctx,
+                        w.cols as u32,
+                        stride(at_cap.2),
+                        at_cap.0,
+                    ) =>
+            {
+                (xt, Some(r.x_textures.get(ctx, w.cols as u32, at_cap.0)?))
+            }
+            _ => (tex, None),
         };
         // A GEMV streams each weight once for a few rows; the tiled matmul pays for tiles of 64
         // rows, so a product of few rows (decode, or the prefill's last-token lm_head) uses the
